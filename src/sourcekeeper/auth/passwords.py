@@ -1,0 +1,18 @@
+"""Argon2 password hashing (pwdlib)."""
+
+from __future__ import annotations
+
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+
+_hasher = PasswordHash((Argon2Hasher(),))
+# Verified against when the user does not exist, so a wrong username costs as long as a wrong password.
+_DUMMY_HASH = _hasher.hash("sourcekeeper-timing-equaliser")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password: str, password_hash: str | None) -> bool:
+    return _hasher.verify(password, password_hash or _DUMMY_HASH) and password_hash is not None
