@@ -36,9 +36,17 @@ def client(app: Any) -> Iterator[TestClient]:
         root.removeHandler(handler)
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_cookie(request: pytest.FixtureRequest) -> None:
+    """A login sets the session cookie on the shared client; an "anonymous" call must not carry it."""
+    if "client" in request.fixturenames:
+        request.getfixturevalue("client").cookies.clear()
+
+
 def login(client: TestClient, username: str, password: str) -> str:
     resp = client.post("/auth/token", json={"username": username, "password": password})
     assert resp.status_code == 200, resp.text
+    client.cookies.clear()
     return resp.json()["data"]["access_token"]
 
 

@@ -23,6 +23,7 @@ def prepare(*, run_migrations: bool = True) -> str | None:
     """Returns the generated admin password when one was just created (printed once by the CLI)."""
     from sourcekeeper import tasks  # noqa: F401  - registers every task with the queue
     from sourcekeeper.auth import service as auth_service
+    from sourcekeeper.backups import keys as backup_keys
 
     settings = get_settings()
     settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
@@ -33,6 +34,9 @@ def prepare(*, run_migrations: bool = True) -> str | None:
         migrate()
     with session_scope() as db:
         password = auth_service.ensure_admin(db)
+    with session_scope() as db:
+        # The backup key exists before any job can need it (fail closed if it cannot be made).
+        backup_keys.ensure_identity(db)
     if password:
         log.warning("first_admin_created", username="admin")
     return password

@@ -193,7 +193,8 @@ def _wait_for(client: Client, kind: str, fetch: Any, what: str) -> dict[str, Any
             progress = job.get("progress")
             done = job.get("bytes_processed") or 0
             bar.update(task, total=100 if progress is not None else None,
-                       completed=progress or 0, done=f"{_size(done)} {job['status']}")
+                       completed=progress or 0,
+                       done=f"{_size(done)} {job['status']}" if done else job["status"])
             if job["status"] in FINISHED:
                 if job["status"] == "completed":
                     bar.update(task, total=100, completed=100)
@@ -271,6 +272,7 @@ def backup_list(
     username: Username = None,
 ) -> None:
     """List a data source's backups, newest first."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -285,14 +287,22 @@ def backup_list(
     if as_json:
         typer.echo(json.dumps({"backups": backups, "total": total}, indent=2))
         return
-    table = Table(title=f"Backups of '{ds['name']}' ({len(backups)} of {total})")
-    for column in ("id", "name", "status", "trigger", "created", "size", "verified", "expires"):
-        table.add_column(column)
+    # Six narrow columns fit 80: the rest (trigger, expiry, checksum…) is in --json.
+    table = Table(title=f"Backups of '{ds['name']}' ({len(backups)} of {total})",
+                  box=box.SIMPLE_HEAD)
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("name", min_width=12, ratio=1)
+    for column in ("status", "created (UTC)", "size", "verified"):
+        table.add_column(column, no_wrap=True)
     for b in backups:
-        table.add_row(str(b["id"]), b["name"], b["status"], b.get("trigger") or "",
-                      b.get("created_at") or "", _size(b.get("size_bytes")),
-                      b.get("verification_status") or "", b.get("expires_at") or "")
+        table.add_row(str(b["id"]), b["name"], b["status"], _when(b.get("created_at")),
+                      _size(b.get("size_bytes")), b.get("verification_status") or "")
     Console().print(table)
+
+
+def _when(value: str | None) -> str:
+    """`2026-11-25T09:30:00.123Z` → `2026-11-25 09:30`: enough to tell backups apart in a table."""
+    return value[:16].replace("T", " ") if value else ""
 
 
 @backup_app.command("verify")
@@ -331,16 +341,12 @@ def backup_verify(
 
 def _wait_verified(client: Client, source_id: int, backup_id: int,
                    before: dict[str, Any]) -> dict[str, Any]:
-    """Verification leaves `status` alone; it is done when verified_at or the verdict changes."""
+    """Verification leaves `status` alone; each verdict, good or bad, sets a new verified_at."""
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     def changed(b: dict[str, Any]) -> bool:
-        pending = b.get("verification_status") in (None, "unverified", "in_progress", "verifying")
-        return not pending and (
-            b.get("verified_at") != before.get("verified_at")
-            or b.get("verification_status") != before.get("verification_status")
-            or b.get("verification_error") != before.get("verification_error"))
+        return bool(b.get("verified_at")) and b.get("verified_at") != before.get("verified_at")
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=Console(stderr=True)) as bar:
@@ -400,6 +406,44 @@ def restore(
                      if job.get("verified") else "")
             typer.echo(f"restore {job['id']} {job['status']}{extra}")
         _finish(job, f"restore {job['id']} {job['status']}")
+
+
+# ---- keys: local, on the service's machine -----------------------------------------------------
+
+
+@keys_app.command("export-identity")
+def keys_export_identity() -> None:
+    """Print the service's age identity (AGE-SECRET-KEY-…) to stdout, to keep offline.
+
+    With it, `age -d -i <file>` opens any backup without sourcekeeper (docs/restore-without-
+    sourcekeeper.md). Run it where the service runs, with the same SOURCEKEEPER_* environment.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sourcekeeper.auditlog import service as audit
+    from sourcekeeper.backups import keys
+    from sourcekeeper.core.config import get_settings
+    from sourcekeeper.core.db import session_scope
+    from sourcekeeper.core.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level)  # log lines go to stderr: stdout is the identity file
+    local_db = settings.resolved_data_dir / "sourcekeeper.db"
+    if settings.database_url is None and not local_db.exists():
+        raise _fail(f"no sourcekeeper database in {settings.resolved_data_dir}: set "
+                    "SOURCEKEEPER_DATA_DIR (or SOURCEKEEPER_DATABASE_URL) as for the service")
+    try:
+        with session_scope() as db:
+            text = keys.export_identities(db)
+            if "AGE-SECRET-KEY-" not in text:
+                raise _fail("this service stores no identity: its backups are encrypted to "
+                            "SOURCEKEEPER_BACKUP_RECIPIENTS, whose private keys you hold yourself")
+            audit.record(db, actor="cli", action="backup_key.exported", target="backup_keys",
+                         details={"keys": text.count("AGE-SECRET-KEY-")})
+    except SQLAlchemyError as exc:
+        raise _fail(f"cannot read the metadata database: {type(exc).__name__}") from None
+    typer.echo(text, nl=False)
+
 
 if __name__ == "__main__":
     app()

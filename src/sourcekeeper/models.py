@@ -2,7 +2,18 @@
 
 from sourcekeeper.auditlog.models import AuditEvent
 from sourcekeeper.auth.models import AuthToken, DataSourceGrant, User
+from sourcekeeper.backups.models import Backup, BackupKey, BackupSchedule, Restore
 from sourcekeeper.core.db import Base
 from sourcekeeper.datasources.models import DataSource
+from sourcekeeper.notifications.models import (
+    Notification,
+    NotificationCounter,
+    NotificationDelivery,
+    NotificationPreference,
+)
 
-__all__ = ["AuditEvent", "AuthToken", "Base", "DataSource", "DataSourceGrant", "User"]
+__all__ = [
+    "AuditEvent", "AuthToken", "Backup", "BackupKey", "BackupSchedule", "Base", "DataSource",
+    "DataSourceGrant", "Notification", "NotificationCounter", "NotificationDelivery",
+    "NotificationPreference", "Restore", "User",
+]

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
     sqlite_allowed_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     backup_recipients: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # With BACKUP_RECIPIENTS, the operator's age identity file (0600) for restore and verify.
+    backup_identity_file: Path | None = None
 
     token_ttl_hours: int = 24 * 7
     login_max_failures: int = 5  # per user+IP within login_window_seconds, then 429

@@ -11,11 +11,13 @@ from sqlalchemy.orm import Session
 M = TypeVar("M")
 
 MAX_LIMIT = 500
+# Bounded so a huge offset is a 422, not an integer overflow in the database driver (a 500).
+MAX_OFFSET = 2**31 - 1
 
 
 class PageParams(BaseModel):
     limit: int = Field(50, ge=1, le=MAX_LIMIT)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 def paginate(db: Session, stmt: Select[Any], page: PageParams) -> tuple[list[Any], int]:

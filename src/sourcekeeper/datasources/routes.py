@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from sourcekeeper.auth import service as auth_service
 from sourcekeeper.auth.deps import CurrentUser, DbSession, require
 from sourcekeeper.auth.service import Principal
+from sourcekeeper.backups import service as backups_service
 from sourcekeeper.core.envelope import COMMON_ERRORS, Deleted, Envelope, ok
 from sourcekeeper.core.pagination import PageParams
 from sourcekeeper.core.permissions import Perm
@@ -75,6 +76,8 @@ def delete_data_source(
 ) -> Envelope[Deleted]:
     """Delete a source; refuses while a job runs, or while it has backups unless delete_backups=true."""
     source_id = ds.id
+    backups_service.prepare_source_deletion(db, ds=ds, delete_backups=delete_backups,
+                                            actor=user.username)
     datasources_service.delete(db, ds=ds, actor=user.username)
     return ok(Deleted(id=source_id))
 

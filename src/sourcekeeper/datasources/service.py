@@ -20,6 +20,7 @@ from sourcekeeper.core.pagination import PageParams, paginate
 from sourcekeeper.datasources.connectors.base import ConnectionCheck, Connector, ConnParams
 from sourcekeeper.datasources.models import DataSource
 from sourcekeeper.datasources.schemas import DataSourceCreate, DataSourceUpdate
+from sourcekeeper.notifications import service as notifications_service
 
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 
@@ -114,7 +115,8 @@ def create(db: Session, *, data: DataSourceCreate, actor: User) -> DataSource:
     password = values.pop("password", None)
     if _name_taken(db, data.name):
         raise Conflict(f"A data source named '{data.name}' already exists")
-    ds = DataSource(**values, created_by=actor.username, status=values.get("status", "pending"))
+    values.setdefault("status", "pending")  # a given status must not be passed twice (was a 500)
+    ds = DataSource(**values, created_by=actor.username)
     _check_shape(ds)
     db.add(ds)
     db.flush()
@@ -187,7 +189,13 @@ def record_reachability(db: Session, *, ds: DataSource, ok: bool, message: str) 
 def test_connection(db: Session, *, ds: DataSource, actor: str) -> ConnectionCheck:
     """Connect once (bounded by the connect timeout) and report version, latency and SSL."""
     check = connector_for(ds).test_connection()
-    record_reachability(db, ds=ds, ok=check.ok, message=check.message)
+    if record_reachability(db, ds=ds, ok=check.ok, message=check.message):
+        notifications_service.emit(
+            db, event_type="datasource.unreachable", category="connectivity", type="error",
+            priority="high", title=f"Data source '{ds.name}' is unreachable",
+            message=f"Data source '{ds.name}' is unreachable: {check.message}",
+            data_source_id=ds.id, action_url=f"/data-sources/{ds.id}",
+        )
     audit.record(db, actor=actor, action="datasource.connection_tested",
                  target=f"data_source:{ds.id}", data_source_id=ds.id,
                  outcome="success" if check.ok else "failure", details={"message": check.message})

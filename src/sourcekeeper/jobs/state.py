@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import String, Text
+from sqlalchemy import BigInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 
@@ -24,7 +24,7 @@ FINISHED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 class JobState:
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.SCHEDULED, index=True)
     progress: Mapped[float | None]
-    bytes_processed: Mapped[int] = mapped_column(default=0)
+    bytes_processed: Mapped[int] = mapped_column(BigInteger, default=0)  # dumps pass 2 GiB
     heartbeat_at: Mapped[datetime | None]
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     task_id: Mapped[str | None] = mapped_column(String(64))

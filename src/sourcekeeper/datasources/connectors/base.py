@@ -197,6 +197,9 @@ class DumpProcess(ABC):
     stdout: BinaryIO
     info: dict[str, str]
     pid: int | None = None
+    # Exact rows per table as of the data in this dump, when the engine can count in the dump's
+    # own snapshot (PostgreSQL, SQLite); set by the time `wait()` returns, else None.
+    row_counts: dict[str, int] | None = None
 
     @abstractmethod
     def kill(self) -> None: ...
@@ -308,11 +311,14 @@ def run_tool(
     stdin: BinaryIO | Iterable[bytes] | None = None,
     secrets: Iterable[str | None] = (),
     explain: Callable[[str], str | None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> bytes:
     """Run a client tool to completion, feeding `stdin` from a stream; return its stdout.
 
     If reading `stdin` raises (e.g. the caller's stream signals a cancel), the tool is killed and
-    the exception propagates. A non-zero exit becomes ConnectorFailed with stderr's last lines.
+    the exception propagates. Setting `cancel` kills the tool too, even while it is blocked (on a
+    lock, say) and reads nothing; it then raises ConnectorFailed "... was cancelled". A non-zero
+    exit becomes ConnectorFailed with stderr's last lines.
     """
     tool = Path(argv[0]).name
     secrets = tuple(secrets)
@@ -330,6 +336,8 @@ def run_tool(
     out: list[bytes] = []
     reader = threading.Thread(target=lambda: out.append(cast(IO[bytes], proc.stdout).read()))
     reader.start()
+    if cancel is not None:
+        threading.Thread(target=_kill_on_cancel, args=(proc, cancel), daemon=True).start()
     try:
         if stdin is not None:
             _feed(cast(IO[bytes], proc.stdin), stdin)
@@ -340,9 +348,19 @@ def run_tool(
         raise
     returncode = proc.wait()
     reader.join()
+    if cancel is not None and cancel.is_set():
+        raise ConnectorFailed(f"{tool} was cancelled")
     if returncode != 0:
         raise ConnectorFailed(_failure(tool, returncode, stderr, secrets, explain))
     return out[0] if out else b""
+
+
+def _kill_on_cancel(proc: subprocess.Popen[bytes], cancel: threading.Event) -> None:
+    while proc.poll() is None:
+        if cancel.wait(0.2):
+            with suppress(ProcessLookupError):
+                proc.kill()
+            return
 
 
 def _feed(pipe: IO[bytes], source: BinaryIO | Iterable[bytes]) -> None:
@@ -431,8 +449,10 @@ class Connector(ABC):
         tables: list[str] | None = None,
         clean: bool = True,
         jobs: int = 1,
+        cancel: threading.Event | None = None,
     ) -> None:
-        """Load a dump made by `dump()` into `database` (default: the source's own)."""
+        """Load a dump made by `dump()` into `database` (default: the source's own); setting
+        `cancel` stops the load."""
 
     def restore_file(
         self,
@@ -442,10 +462,11 @@ class Connector(ABC):
         tables: list[str] | None = None,
         clean: bool = True,
         jobs: int = 1,
+        cancel: threading.Event | None = None,
     ) -> None:
         """Like `restore` from a file on disk; engines that can restore in parallel override it."""
         with open(path, "rb") as fh:
-            self.restore(fh, database=database, tables=tables, clean=clean, jobs=1)
+            self.restore(fh, database=database, tables=tables, clean=clean, jobs=1, cancel=cancel)
 
     @staticmethod
     @abstractmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -378,6 +379,7 @@ class MySQLConnector(Connector):
         tables: list[str] | None = None,
         clean: bool = True,
         jobs: int = 1,
+        cancel: threading.Event | None = None,
     ) -> None:
         """Pipe the SQL dump into the client; `jobs` is ignored (one session replays the script)."""
         _, client = client_tools()
@@ -396,6 +398,7 @@ class MySQLConnector(Connector):
                 stdin=source,
                 secrets=(self.params.password,),
                 explain=lambda err: _explain_tool_error(name, err),
+                cancel=cancel,
             )
         finally:
             remove()

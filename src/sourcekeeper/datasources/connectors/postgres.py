@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -281,25 +282,46 @@ class PostgresConnector(Connector):
     # -- dump and restore ---------------------------------------------------------------------
 
     def dump(self) -> DumpProcess:
+        """pg_dump of a snapshot exported by a transaction we hold open for the whole dump, in
+        which rows are counted meanwhile: the counts describe exactly the dumped data."""
         pg_dump = pg_tool("pg_dump")
         version = tool_version(pg_dump)
-        with self._connect() as conn:
+        try:
+            conn = psycopg.connect(self._conninfo(), password=self.params.password)
+        except psycopg.Error as exc:
+            raise as_connector_error(exc, self.params, self._describe(exc)) from exc
+        try:
             server = self._version(conn)
             check_dump_compatible(conn.info.server_version, server, version)
-        argv = [pg_dump, "-Fc", "-Z0", "--no-password", f"--dbname={self._conninfo()}"]
-        info = {
-            "tool": "pg_dump",
-            "tool_version": version,
-            "format": "custom",
-            "server_version": server,
-        }
-        return SubprocessDump(
-            argv,
-            env=self._tool_env(),
-            info=info,
-            secrets=(self.params.password,),
-            explain=lambda err: _explain_tool_error("pg_dump", err),
-        )
+            conn.rollback()  # SET TRANSACTION must open the transaction the snapshot comes from
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            snapshot = str(row[0]) if row else ""
+            argv = [
+                pg_dump, "-Fc", "-Z0", "--no-password", f"--snapshot={snapshot}",
+                f"--dbname={self._conninfo()}",
+            ]  # fmt: skip
+            info = {
+                "tool": "pg_dump",
+                "tool_version": version,
+                "format": "custom",
+                "server_version": server,
+            }
+            return _SnapshotDump(
+                argv,
+                conn=conn,
+                connector=self,
+                env=self._tool_env(),
+                info=info,
+                secrets=(self.params.password,),
+                explain=lambda err: _explain_tool_error("pg_dump", err),
+            )
+        except psycopg.Error as exc:
+            conn.close()
+            raise as_connector_error(exc, self.params, self._describe(exc)) from exc
+        except BaseException:
+            conn.close()
+            raise
 
     def _restore_argv(
         self, database: str | None, tables: list[str] | None, clean: bool, jobs: int
@@ -345,6 +367,7 @@ class PostgresConnector(Connector):
         tables: list[str] | None = None,
         clean: bool = True,
         jobs: int = 1,
+        cancel: threading.Event | None = None,
     ) -> None:
         if jobs > 1:
             raise InvalidInput(
@@ -357,6 +380,7 @@ class PostgresConnector(Connector):
             stdin=stream,
             secrets=(self.params.password,),
             explain=lambda err: _explain_tool_error("pg_restore", err),
+            cancel=cancel,
         )
 
     def restore_file(
@@ -367,6 +391,7 @@ class PostgresConnector(Connector):
         tables: list[str] | None = None,
         clean: bool = True,
         jobs: int = 1,
+        cancel: threading.Event | None = None,
     ) -> None:
         """Restore from a dump file; with jobs > 1 pg_restore loads tables in parallel."""
         self._ensure_schemas(database, tables)
@@ -375,9 +400,67 @@ class PostgresConnector(Connector):
             env=self._tool_env(),
             secrets=(self.params.password,),
             explain=lambda err: _explain_tool_error("pg_restore", err),
+            cancel=cancel,
         )
 
     @staticmethod
     def toc(stream: BinaryIO) -> list[str]:
         listing = run_tool([pg_tool("pg_restore"), "-l"], env=clean_env(("PG",)), stdin=stream)
         return _parse_toc(listing.decode("utf-8", "replace"))
+
+
+class _SnapshotDump(SubprocessDump):
+    """pg_dump reading the snapshot `conn` exported; a thread counts rows in that transaction.
+
+    The exporting transaction stays open until pg_dump has ended, so the snapshot stays valid
+    however late pg_dump imports it. Counting uses one savepoint per table: a table we may not
+    read would otherwise abort the transaction and, with it, the exported snapshot.
+    """
+
+    def __init__(
+        self, argv: list[str], *, conn: psycopg.Connection[Any], connector: PostgresConnector,
+        **kwargs: Any,
+    ) -> None:
+        self._conn = conn
+        self._connector = connector
+        self._counts: dict[str, int] = {}
+        self._complete = False
+        self._stopped = False
+        super().__init__(argv, **kwargs)
+        self._counter = threading.Thread(target=self._count, name="pg-snapshot-counts", daemon=True)
+        self._counter.start()
+
+    def _count(self) -> None:
+        try:
+            for schema, table in self._connector._tables(self._conn):
+                with self._conn.transaction():
+                    query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
+                    row = self._conn.execute(query).fetchone()
+                    self._counts[_qualified(schema, table)] = int(row[0]) if row else 0
+            self._complete = True
+        except Exception:  # counts are optional: the dump's own outcome decides the backup's
+            self._complete = False
+
+    def _stop_counting(self, *, cancel: bool) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if cancel and self._counter.is_alive():
+            with suppress(Exception):
+                self._conn.cancel_safe(timeout=5)
+        self._counter.join()
+        with suppress(Exception):
+            self._conn.close()
+        self.row_counts = dict(self._counts) if self._complete else None
+
+    def wait(self) -> None:
+        try:
+            super().wait()
+        except BaseException:
+            self._stop_counting(cancel=True)
+            raise
+        self._stop_counting(cancel=False)
+
+    def close(self) -> None:
+        super().close()
+        self._stop_counting(cancel=True)

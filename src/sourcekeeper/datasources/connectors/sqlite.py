@@ -9,6 +9,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
@@ -40,6 +41,10 @@ def quote_ident(name: str) -> str:
 
 def _tables(conn: sqlite3.Connection, schema: str = "main") -> list[str]:
     return [str(row[0]) for row in conn.execute(USER_TABLES.format(schema=schema))]
+
+
+def _count(conn: sqlite3.Connection, table: str) -> int:
+    return int(conn.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone()[0])
 
 
 def _check_integrity(conn: sqlite3.Connection, what: str) -> None:
@@ -156,6 +161,8 @@ class SQLiteConnector(Connector):
         try:
             with self._open() as src, closing(sqlite3.connect(name)) as dst:
                 src.backup(dst)
+                # Counted in the copy itself, so the counts are exactly those of the dump.
+                counts = {table: _count(dst, table) for table in _tables(dst)}
             fh = open(name, "rb")  # noqa: SIM115 - returned to the caller, closed by DumpProcess
         except sqlite3.Error as exc:
             raise ConnectorFailed(f"backup of {self.params.database} failed: {exc}") from exc
@@ -166,7 +173,9 @@ class SQLiteConnector(Connector):
             "tool_version": sqlite3.sqlite_version,
             "format": "sqlite",
         }
-        return FileDump(fh, info)
+        dump = FileDump(fh, info)
+        dump.row_counts = counts
+        return dump
 
     def restore(
         self,
@@ -176,8 +185,10 @@ class SQLiteConnector(Connector):
         tables: list[str] | None = None,
         clean: bool = True,
         jobs: int = 1,
+        cancel: threading.Event | None = None,
     ) -> None:
-        """Restore a whole file (clean) or copy tables into the target; `jobs` is ignored.
+        """Restore a whole file (clean) or copy tables into the target; `jobs` is ignored, and so
+        is `cancel`: the copy is local and short, and a cancelling `stream` stops it anyway.
 
         The backup is first written next to the target, so a failed or partial write never
         touches it. A full restore onto an existing file goes through the backup API (which takes

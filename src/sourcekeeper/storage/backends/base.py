@@ -193,5 +193,12 @@ class ObjectStore(ABC):
     def describe(self) -> str:
         """Return the store's location without credentials, e.g. `file:///srv/a` or `s3://b/p`."""
 
+    def discard_partial(self, key: str) -> int:
+        """Remove what an interrupted write to `key` left behind (a process killed mid-write
+        cannot abort its own writer); return how many leftovers went. Never touches a complete
+        object. Only call it when no write to `key` can still be running."""
+        validate_key(key)
+        return 0
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}>"

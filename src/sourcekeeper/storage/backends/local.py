@@ -9,6 +9,7 @@ artifacts are backups of other people's databases.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 import time
@@ -49,13 +50,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _temp_prefix(key: str, final_path: Path) -> str:
+    return f"{final_path.name[:64]}.{hashlib.sha256(key.encode()).hexdigest()[:16]}."
+
+
 class _LocalWriter(ObjectWriter):
     def __init__(self, key: str, final_path: Path, temp_dir: Path) -> None:
         super().__init__(key)
         self._final_path = final_path
         _makedirs(temp_dir)
-        # mkstemp creates the file 0600 whatever the umask; the key's basename helps when debugging.
-        fd, name = tempfile.mkstemp(dir=temp_dir, prefix=f"{final_path.name[:64]}.", suffix=".part")
+        # mkstemp creates the file 0600 whatever the umask; the key's basename helps when debugging,
+        # the key's hash lets `discard_partial` find this write's leftovers after a crash.
+        fd, name = tempfile.mkstemp(dir=temp_dir, prefix=_temp_prefix(key, final_path),
+                                    suffix=".part")
         self.temp_path = Path(name)
         self._file = os.fdopen(fd, "wb")
 
@@ -161,6 +168,20 @@ class LocalObjectStore(ObjectStore):
 
     def describe(self) -> str:
         return self.root.as_uri()
+
+    def discard_partial(self, key: str) -> int:
+        prefix = _temp_prefix(key, self._path(key))
+        removed = 0
+        try:
+            entries = list(os.scandir(self.temp_dir))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            if entry.name.startswith(prefix) and entry.name.endswith(".part"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
 
     def cleanup_temp(self, older_than_seconds: float) -> int:
         """Remove temp files left by writes that crashed; return how many were removed.

@@ -274,6 +274,22 @@ class S3ObjectStore(ObjectStore):
                     found.append(StoredObject(key=item["Key"][len(base) :], size=int(item["Size"])))
         return sorted(found, key=lambda obj: obj.key)
 
+    def discard_partial(self, key: str) -> int:
+        s3_key = self._s3_key(key)
+        aborted = 0
+        with self._translate(f"list unfinished uploads of {key!r}"):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=s3_key
+            )
+            uploads = [u for page in pages for u in page.get("Uploads", []) if u["Key"] == s3_key]
+        for upload in uploads:
+            with self._translate(f"abort an unfinished upload of {key!r}"):
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=s3_key, UploadId=upload["UploadId"]
+                )
+            aborted += 1
+        return aborted
+
     def check(self) -> None:
         try:
             with self._translate("open the bucket"):
