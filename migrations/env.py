@@ -1,4 +1,6 @@
-"""Alembic environment: the URL comes from sourcekeeper's settings; batch mode keeps SQLite happy."""
+"""Alembic environment: the URL comes from sourcekeeper's settings; batch mode keeps SQLite
+happy.
+"""
 
 from __future__ import annotations
 

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ADMIN_PASSWORD, DATA_DIR, LOG_FILE, Caller, planted_secret  # noqa: I001 - first
-
-pytest_plugins = ["servers_plugin"]
-
 from fastapi.testclient import TestClient
 
+# support fixes the environment; it must be imported before sourcekeeper reads its settings.
+from support import ADMIN_PASSWORD, DATA_DIR, LOG_FILE, Caller, planted_secret
+
 from sourcekeeper.main import create_app
+
+pytest_plugins = ["servers_plugin"]
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +39,9 @@ def client(app: Any) -> Iterator[TestClient]:
 
 @pytest.fixture(autouse=True)
 def _no_leftover_cookie(request: pytest.FixtureRequest) -> None:
-    """A login sets the session cookie on the shared client; an "anonymous" call must not carry it."""
+    """A login sets the session cookie on the shared client; an "anonymous" call must not carry
+    it.
+    """
     if "client" in request.fixturenames:
         request.getfixturevalue("client").cookies.clear()
 
@@ -64,12 +67,24 @@ def make_caller(client: TestClient, admin: Caller) -> Callable[[str], Caller]:
     def make(role: str) -> Caller:
         username = f"{role}-{secrets.token_hex(4)}"
         password = planted_secret("userpw")
-        resp = client.post("/api/users", headers=admin.headers,
-                           json={"username": username, "email": f"{username}@example.org",
-                                 "password": password, "role": role, "is_active": True})
+        resp = client.post(
+            "/api/users",
+            headers=admin.headers,
+            json={
+                "username": username,
+                "email": f"{username}@example.org",
+                "password": password,
+                "role": role,
+                "is_active": True,
+            },
+        )
         assert resp.status_code == 201, resp.text
-        return Caller(id=resp.json()["data"]["user"]["id"], username=username, role=role,
-                      token=login(client, username, password))
+        return Caller(
+            id=resp.json()["data"]["user"]["id"],
+            username=username,
+            role=role,
+            token=login(client, username, password),
+        )
 
     return make
 
@@ -90,9 +105,11 @@ def sqlite_source(client: TestClient, admin: Caller, sqlite_dir: Path) -> dict[s
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
         conn.executemany("INSERT INTO items (name) VALUES (?)", [("a",), ("b",), ("c",)])
-    resp = client.post("/api/data-sources", headers=admin.headers,
-                       json={"name": f"sqlite-{path.stem}", "source_type": "sqlite",
-                             "database_name": str(path)})
+    resp = client.post(
+        "/api/data-sources",
+        headers=admin.headers,
+        json={"name": f"sqlite-{path.stem}", "source_type": "sqlite", "database_name": str(path)},
+    )
     assert resp.status_code == 201, resp.text
     return resp.json()["data"]["data_source"]
 

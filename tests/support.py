@@ -24,9 +24,9 @@ os.environ["SOURCEKEEPER_CONNECT_TIMEOUT_SECONDS"] = "3"
 ADMIN_PASSWORD = "admin-" + secrets.token_urlsafe(12)
 os.environ["SOURCEKEEPER_ADMIN_PASSWORD"] = ADMIN_PASSWORD
 LOG_FILE = DATA_DIR / "test-log.jsonl"
-# Every secret a test hands to the service; test_zz_no_secrets_leaked scans logs and the DB for them.
+# Every secret a test hands to the service; test_zz_no_secrets_leaked scans logs and the DB for
+# them.
 PLANTED_SECRETS: list[str] = [ADMIN_PASSWORD]
-
 
 
 def planted_secret(label: str) -> str:

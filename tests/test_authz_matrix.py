@@ -171,15 +171,22 @@ def discover(app: Any) -> list[RouteInfo]:
         if not _is_api_route(route):
             # Plain Starlette routes (the docs) cannot carry our auth dependency: public or a bug.
             for method in sorted(route.methods or {"GET"}):
-                info = RouteInfo(method=method, path=route.path, route=route,
-                                 public=route.path in public_paths, authenticated=False)
+                info = RouteInfo(
+                    method=method,
+                    path=route.path,
+                    route=route,
+                    public=route.path in public_paths,
+                    authenticated=False,
+                )
                 if not info.public:
                     info.problems.append("a non-FastAPI route outside the public list")
                 out.append(info)
             continue
         for method in sorted(route.methods or []):
             info = RouteInfo(
-                method=method, path=route.path, route=route,
+                method=method,
+                path=route.path,
+                route=route,
                 public=(method, route.path) in PUBLIC or route.path in public_paths,
                 authenticated=False,
             )
@@ -193,7 +200,8 @@ def discover(app: Any) -> list[RouteInfo]:
                 perm = Perm(perm)
                 if name.startswith("data_source_with_") and perm not in SOURCE_PERMS:
                     info.problems.append(
-                        f"{name} checks {perm}, which is not a per-source permission")
+                        f"{name} checks {perm}, which is not a per-source permission"
+                    )
                 if name.startswith("require_") and perm not in GLOBAL_PERMS:
                     info.problems.append(
                         f"{name} checks the per-source permission {perm} globally: no non-admin "
@@ -207,7 +215,8 @@ def discover(app: Any) -> list[RouteInfo]:
             if not info.public:
                 if not info.authenticated:
                     info.problems.append(
-                        "does not depend on get_current_user (mount it on `protected`)")
+                        "does not depend on get_current_user (mount it on `protected`)"
+                    )
                 if not info.rules and not info.auth_only:
                     info.problems.append(
                         "no discoverable permission rule (require(...), data_source_for(...) or "
@@ -276,9 +285,11 @@ class World:
     grant_id: int = 0
 
     def grant(self, source_id: int, user_id: int, role: str = "admin") -> int:
-        resp = self.client.post("/scan/data-sources/access-control", headers=self.admin.headers,
-                                json={"data_source_id": source_id, "user_id": user_id,
-                                      "role": role})
+        resp = self.client.post(
+            "/scan/data-sources/access-control",
+            headers=self.admin.headers,
+            json={"data_source_id": source_id, "user_id": user_id, "role": role},
+        )
         assert resp.status_code == 201, resp.text
         return resp.json()["data"]["grant"]["id"]
 
@@ -290,30 +301,49 @@ class World:
 
     def new_source(self) -> int:
         path = _new_sqlite_file(self.sqlite_dir)
-        resp = self.client.post("/api/data-sources", headers=self.admin.headers,
-                                json={"name": f"authz-{path.stem}", "source_type": "sqlite",
-                                      "database_name": str(path)})
+        resp = self.client.post(
+            "/api/data-sources",
+            headers=self.admin.headers,
+            json={
+                "name": f"authz-{path.stem}",
+                "source_type": "sqlite",
+                "database_name": str(path),
+            },
+        )
         assert resp.status_code == 201, resp.text
         return resp.json()["data"]["data_source"]["id"]
 
     def new_user(self) -> int:
         name = f"authz-{secrets.token_hex(4)}"
-        resp = self.client.post("/api/users", headers=self.admin.headers,
-                                json={"username": name, "email": f"{name}@example.org",
-                                      "password": planted_secret("authzpw"), "role": "viewer"})
+        resp = self.client.post(
+            "/api/users",
+            headers=self.admin.headers,
+            json={
+                "username": name,
+                "email": f"{name}@example.org",
+                "password": planted_secret("authzpw"),
+                "role": "viewer",
+            },
+        )
         assert resp.status_code == 201, resp.text
         return resp.json()["data"]["user"]["id"]
 
     def api_key(self, caller: Caller) -> str:
-        resp = self.client.post("/auth/api-keys", headers=caller.headers,
-                                json={"name": "authz-matrix"})
+        resp = self.client.post(
+            "/auth/api-keys", headers=caller.headers, json={"name": "authz-matrix"}
+        )
         assert resp.status_code == 201, resp.text
         return resp.json()["data"]["key"]
 
 
 @pytest.fixture(scope="module")
-def world(app: Any, client: TestClient, admin: Caller, make_caller: Callable[[str], Caller],
-          sqlite_dir: Path) -> World:
+def world(
+    app: Any,
+    client: TestClient,
+    admin: Caller,
+    make_caller: Callable[[str], Caller],
+    sqlite_dir: Path,
+) -> World:
     # A client of its own (the session's lifespan has run via `client`), so clearing its cookie jar
     # between cells does not touch the shared one.
     client = TestClient(app)
@@ -392,11 +422,15 @@ def minimal_value(schema: dict[str, Any], defs: dict[str, Any], w: World, c: Cel
     if kind == "object" or "properties" in schema:
         props = schema.get("properties", {})
         wanted = [k for k in props if k in schema.get("required", []) or k in ALWAYS_SEND]
-        return {k: BODY_VALUES[k](w, c) if k in BODY_VALUES else minimal_value(props[k], defs, w, c)
-                for k in wanted}
+        return {
+            k: BODY_VALUES[k](w, c) if k in BODY_VALUES else minimal_value(props[k], defs, w, c)
+            for k in wanted
+        }
     if kind == "array":
-        return [minimal_value(schema.get("items", {}), defs, w, c)
-                for _ in range(schema.get("minItems", 0))]
+        return [
+            minimal_value(schema.get("items", {}), defs, w, c)
+            for _ in range(schema.get("minItems", 0))
+        ]
     if kind == "string":
         fmt = schema.get("format")
         if fmt == "date-time":
@@ -524,7 +558,8 @@ def test_public_route_needs_no_credentials(client: TestClient, route: RouteInfo)
     client = TestClient(client.app)  # an empty cookie jar: the shared client may hold a session
     resp = client.request(route.method, url, json={} if route.method in ("POST", "PUT") else None)
     assert resp.status_code not in (401, 403), (
-        f"{route.label} is public but answered {resp.status_code}")
+        f"{route.label} is public but answered {resp.status_code}"
+    )
     assert resp.status_code < 500, resp.text
 
 
@@ -538,8 +573,9 @@ MATRIX = [
 
 
 @pytest.mark.parametrize(("route", "caller"), MATRIX)
-def test_authz_matrix(route: RouteInfo, caller: str, world: World,
-                      request: pytest.FixtureRequest) -> None:
+def test_authz_matrix(
+    route: RouteInfo, caller: str, world: World, request: pytest.FixtureRequest
+) -> None:
     if route.problems and caller != "anonymous":
         pytest.fail(f"{route.label} has no sound rule: {'; '.join(route.problems)}")
     expect = expected(route, caller)
@@ -595,8 +631,11 @@ def test_authz_matrix(route: RouteInfo, caller: str, world: World,
         probe = req.send(world.client, headers, json=[])
         assert expect.rule is not None
         want = 422 if expect.rule.in_handler else expect.status
-        why = ("checked in the handler, after validation" if want == 422
-               else "checked by a dependency, before validation")
+        why = (
+            "checked in the handler, after validation"
+            if want == 422
+            else "checked by a dependency, before validation"
+        )
         assert probe.status_code == want, (
             f"{route.label} as {caller} with an invalid body → {probe.status_code}, "
             f"expected {want} ({why})"
@@ -605,11 +644,15 @@ def test_authz_matrix(route: RouteInfo, caller: str, world: World,
 
 def test_matrix_summary(request: pytest.FixtureRequest) -> None:
     """One line in the terminal (with or without -s): how many cells ran and what they expected."""
-    kinds = {k: sum(1 for _, kind, _ in OUTCOMES if kind == k)
-             for k in ("allowed", "unauthenticated", "forbidden", "hidden")}
-    line = (f"authz matrix: {len(OUTCOMES)} of {len(MATRIX)} cells ran over {len(PROTECTED)} "
-            f"protected routes × {len(CALLERS)} callers — "
-            + ", ".join(f"{v} {k}" for k, v in kinds.items()))
+    kinds = {
+        k: sum(1 for _, kind, _ in OUTCOMES if kind == k)
+        for k in ("allowed", "unauthenticated", "forbidden", "hidden")
+    }
+    line = (
+        f"authz matrix: {len(OUTCOMES)} of {len(MATRIX)} cells ran over {len(PROTECTED)} "
+        f"protected routes × {len(CALLERS)} callers — "
+        + ", ".join(f"{v} {k}" for k, v in kinds.items())
+    )
     report_line(request, line)
     if len(OUTCOMES) == len(MATRIX):  # the whole matrix ran (not a -k selection)
         assert all(k for k in kinds.values()), line

@@ -27,14 +27,20 @@ def _schema(url: str) -> dict[str, Any]:
             schema[table] = {
                 "columns": {c["name"]: c["nullable"] for c in insp.get_columns(table)},
                 "pk": tuple(insp.get_pk_constraint(table)["constrained_columns"]),
-                "fks": sorted((tuple(f["constrained_columns"]), f["referred_table"])
-                              for f in insp.get_foreign_keys(table)),
+                "fks": sorted(
+                    (tuple(f["constrained_columns"]), f["referred_table"])
+                    for f in insp.get_foreign_keys(table)
+                ),
                 # PostgreSQL also lists the index behind each unique constraint; count it once.
-                "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
-                                  for i in insp.get_indexes(table)
-                                  if "duplicates_constraint" not in i),
-                "unique": sorted((u["name"], tuple(u["column_names"]))
-                                 for u in insp.get_unique_constraints(table)),
+                "indexes": sorted(
+                    (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                    for i in insp.get_indexes(table)
+                    if "duplicates_constraint" not in i
+                ),
+                "unique": sorted(
+                    (u["name"], tuple(u["column_names"]))
+                    for u in insp.get_unique_constraints(table)
+                ),
             }
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), models.Base.metadata)

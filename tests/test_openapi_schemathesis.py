@@ -118,31 +118,39 @@ def _sqlite_source(client: TestClient, admin: Caller, sqlite_dir: Path) -> int:
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
         conn.execute("INSERT INTO items (name) VALUES ('x')")
-    resp = client.post("/api/data-sources", headers=admin.headers,
-                       json={"name": f"st-{path.stem}", "source_type": "sqlite",
-                             "database_name": str(path)})
+    resp = client.post(
+        "/api/data-sources",
+        headers=admin.headers,
+        json={"name": f"st-{path.stem}", "source_type": "sqlite", "database_name": str(path)},
+    )
     assert resp.status_code == 201, resp.text
     return resp.json()["data"]["data_source"]["id"]
 
 
 @pytest.fixture(scope="module")
-def st_pool(client: TestClient, admin: Caller, make_caller: Callable[[str], Caller],
-            sqlite_dir: Path) -> Pool:
+def st_pool(
+    client: TestClient, admin: Caller, make_caller: Callable[[str], Caller], sqlite_dir: Path
+) -> Pool:
     # An admin of its own: whatever the run does to "its own" things (API keys, notification
     # preferences, read marks) stays off the session's `admin`.
     POOL.token = make_caller("admin").token
     for _ in range(3):
         name = f"st-{secrets.token_hex(4)}"
-        resp = client.post("/api/users", headers=admin.headers,
-                           json={"username": name, "password": planted_secret("stpw"),
-                                 "role": "viewer"})
+        resp = client.post(
+            "/api/users",
+            headers=admin.headers,
+            json={"username": name, "password": planted_secret("stpw"), "role": "viewer"},
+        )
         assert resp.status_code == 201, resp.text
         POOL.user_id.append(resp.json()["data"]["user"]["id"])
     for _ in range(3):
         POOL.data_source_id.append(_sqlite_source(client, admin, sqlite_dir))
     for source_id, user_id in zip(POOL.data_source_id, POOL.user_id, strict=True):
-        resp = client.post("/scan/data-sources/access-control", headers=admin.headers,
-                           json={"data_source_id": source_id, "user_id": user_id, "role": "read"})
+        resp = client.post(
+            "/scan/data-sources/access-control",
+            headers=admin.headers,
+            json={"data_source_id": source_id, "user_id": user_id, "role": "read"},
+        )
         assert resp.status_code == 201, resp.text
         POOL.grant_id.append(resp.json()["data"]["grant"]["id"])
     return POOL
@@ -165,16 +173,18 @@ def without_lifespan(app: Any) -> Any:
 # test_schemathesis_summary checks that the session app documents each operation the same way.
 # (`schemathesis.pytest.from_fixture` would load it from the `app` fixture instead, but its lazy
 # runner sets `Node._nodeid`, which pytest 9.2 no longer has: AttributeError with 4.32.5.)
-CONFIG = schemathesis.Config.from_dict({
-    "seed": SEED,
-    "generation": {"max-examples": MAX_EXAMPLES, "mode": "all", "deterministic": True},
-    "phases": {
-        "examples": {"enabled": True},
-        "coverage": {"enabled": True},
-        "fuzzing": {"enabled": True},
-        "stateful": {"enabled": False},
-    },
-})
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "seed": SEED,
+        "generation": {"max-examples": MAX_EXAMPLES, "mode": "all", "deterministic": True},
+        "phases": {
+            "examples": {"enabled": True},
+            "coverage": {"enabled": True},
+            "fuzzing": {"enabled": True},
+            "stateful": {"enabled": False},
+        },
+    }
+)
 schema = schemathesis.openapi.from_asgi(
     "/openapi.json", without_lifespan(create_app(migrate=False)), config=CONFIG
 )
@@ -187,8 +197,13 @@ def session_app(app: Any, client: TestClient) -> Any:
     return without_lifespan(app)
 
 
-@settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 @schema.parametrize()
 def test_openapi_contract(case: schemathesis.Case, st_pool: Pool, session_app: Any) -> None:
     label = case.operation.label  # unexpected-method probes count under the operation they probe
@@ -224,8 +239,11 @@ def test_schemathesis_summary(request: pytest.FixtureRequest, app: Any) -> None:
     """Quote the number of generated cases (shown without -s) and make sure the run was real."""
     total = sum(POOL.cases.values())
     statuses = ", ".join(f"{code}×{n}" for code, n in sorted(POOL.statuses.items()))
-    _report(request, f"schemathesis: {total} cases over {len(POOL.cases)} operations "
-                     f"(seed {SEED}, max_examples {MAX_EXAMPLES}); statuses {statuses}")
+    _report(
+        request,
+        f"schemathesis: {total} cases over {len(POOL.cases)} operations "
+        f"(seed {SEED}, max_examples {MAX_EXAMPLES}); statuses {statuses}",
+    )
     # The schema read at collection is what the session app documents (the session app may have
     # gained routes a test registered at run time; those are not the service's).
     served = app.openapi()

@@ -1,4 +1,6 @@
-"""The README's run command: `sourcekeeper serve` starts, prints how to log in, serves, stops cleanly."""
+"""The README's run command: `sourcekeeper serve` starts, prints how to log in, serves, stops
+cleanly.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from servers_plugin import free_port
 
 
@@ -24,9 +25,13 @@ def _clean_env(data_dir: Path) -> dict[str, str]:
 def test_serve_first_start_prints_admin_password_and_serves(tmp_path: Path) -> None:
     port = free_port()
     exe = Path(sys.executable).with_name("sourcekeeper")
-    proc = subprocess.Popen([str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=open(tmp_path / "serve.log", "w"),
-                            text=True, env=_clean_env(tmp_path / "data"))
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "serve.log").open("w"),  # noqa: SIM115 - the child owns it
+        text=True,
+        env=_clean_env(tmp_path / "data"),
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -52,16 +57,22 @@ def test_serve_first_start_prints_admin_password_and_serves(tmp_path: Path) -> N
         key = tmp_path / "data" / "master.key"
         assert key.exists() and (key.stat().st_mode & 0o777) == 0o600
         # second start: same data dir, no new password printed, the old one still works
-        proc = subprocess.Popen([str(exe), "serve", "--host", "127.0.0.1", "--port", str(port),
-                                 "--no-worker"], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True,
-                                env=_clean_env(tmp_path / "data"))
+        proc = subprocess.Popen(
+            [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-worker"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=_clean_env(tmp_path / "data"),
+        )
         deadline = time.monotonic() + 30
         token = None
         while time.monotonic() < deadline and token is None:
             try:
-                resp = httpx.post(f"{base}/auth/token", timeout=2,
-                                  data={"username": "admin", "password": match.group(1)})
+                resp = httpx.post(
+                    f"{base}/auth/token",
+                    timeout=2,
+                    data={"username": "admin", "password": match.group(1)},
+                )
                 token = resp.json()["data"]["access_token"]
             except httpx.HTTPError:
                 time.sleep(0.2)
@@ -78,10 +89,16 @@ def test_serve_first_start_prints_admin_password_and_serves(tmp_path: Path) -> N
 def test_user_create_cli(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("sourcekeeper")
     env = _clean_env(tmp_path / "data") | {"SOURCEKEEPER_NEW_USER_PASSWORD": "cli-user-pass-1"}
-    done = subprocess.run([str(exe), "user", "create", "dora", "--role", "data_analyst"],
-                          capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(
+        [str(exe), "user", "create", "dora", "--role", "data_analyst"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "created user dora" in done.stdout and "role data_analyst" in done.stdout
-    again = subprocess.run([str(exe), "user", "create", "dora"], capture_output=True, text=True,
-                           env=env, timeout=60)
+    again = subprocess.run(
+        [str(exe), "user", "create", "dora"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert again.returncode == 1 and "already exists" in again.stderr

@@ -15,16 +15,29 @@ from support import DATA_DIR, LOG_FILE, PLANTED_SECRETS, Caller, planted_secret
 
 def test_a_source_password_never_comes_back(client: TestClient, admin: Caller) -> None:
     password = planted_secret("leakcheck")
-    resp = client.post("/api/data-sources", headers=admin.headers, json={
-        "name": "leak-check", "source_type": "postgresql", "host": "127.0.0.1", "port": 1,
-        "database_name": "postgres", "username": "u", "password": password})
+    resp = client.post(
+        "/api/data-sources",
+        headers=admin.headers,
+        json={
+            "name": "leak-check",
+            "source_type": "postgresql",
+            "host": "127.0.0.1",
+            "port": 1,
+            "database_name": "postgres",
+            "username": "u",
+            "password": password,
+        },
+    )
     ds_id = resp.json()["data"]["data_source"]["id"]
     replies = [
         resp.text,
         client.get(f"/api/data-sources/{ds_id}", headers=admin.headers).text,
         client.get("/api/data-sources?limit=500", headers=admin.headers).text,
-        client.put(f"/api/data-sources/{ds_id}", headers=admin.headers,
-                   json={"password": password, "description": password[:3]}).text,
+        client.put(
+            f"/api/data-sources/{ds_id}",
+            headers=admin.headers,
+            json={"password": password, "description": password[:3]},
+        ).text,
         client.post(f"/api/data-sources/{ds_id}/test-connection", headers=admin.headers).text,
         client.get("/api/audit-log?limit=500", headers=admin.headers).text,
     ]
@@ -33,8 +46,11 @@ def test_a_source_password_never_comes_back(client: TestClient, admin: Caller) -
 
 
 def _files_to_scan() -> list[Path]:
-    return [p for p in DATA_DIR.iterdir() if p.is_file() and (
-        p.name.startswith("sourcekeeper.db") or p == LOG_FILE)]
+    return [
+        p
+        for p in DATA_DIR.iterdir()
+        if p.is_file() and (p.name.startswith("sourcekeeper.db") or p == LOG_FILE)
+    ]
 
 
 @pytest.mark.parametrize("what", ["log", "database"])

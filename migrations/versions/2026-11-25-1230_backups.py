@@ -72,16 +72,20 @@ def upgrade() -> None:
         _utc("created_at", False),
         _utc("updated_at", False),
         sa.ForeignKeyConstraint(
-            ["data_source_id"], ["data_sources.id"],
-            name=op.f("fk_backup_schedules_data_source_id_data_sources"), ondelete="CASCADE",
+            ["data_source_id"],
+            ["data_sources.id"],
+            name=op.f("fk_backup_schedules_data_source_id_data_sources"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_backup_schedules")),
     )
     with op.batch_alter_table("backup_schedules", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_backup_schedules_data_source_id"),
-                              ["data_source_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_backup_schedules_next_run"), ["next_run"],
-                              unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_backup_schedules_data_source_id"), ["data_source_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_backup_schedules_next_run"), ["next_run"], unique=False
+        )
 
     op.create_table(
         "backups",
@@ -109,21 +113,31 @@ def upgrade() -> None:
         sa.Column("recipient", sa.String(length=128), nullable=True),
         *_job_state(),
         sa.ForeignKeyConstraint(
-            ["data_source_id"], ["data_sources.id"],
-            name=op.f("fk_backups_data_source_id_data_sources"), ondelete="CASCADE",
+            ["data_source_id"],
+            ["data_sources.id"],
+            name=op.f("fk_backups_data_source_id_data_sources"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["schedule_id"], ["backup_schedules.id"],
-            name=op.f("fk_backups_schedule_id_backup_schedules"), ondelete="SET NULL",
+            ["schedule_id"],
+            ["backup_schedules.id"],
+            name=op.f("fk_backups_schedule_id_backup_schedules"),
+            ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_backups")),
     )
     with op.batch_alter_table("backups", schema=None) as batch_op:
-        batch_op.create_index("ix_backups_source_created", ["data_source_id", "created_at"],
-                              unique=False)
+        batch_op.create_index(
+            "ix_backups_source_created", ["data_source_id", "created_at"], unique=False
+        )
         batch_op.create_index(batch_op.f("ix_backups_status"), ["status"], unique=False)
-        batch_op.create_index("uq_backups_one_active_per_source", ["data_source_id"], unique=True,
-                              sqlite_where=ONE_ACTIVE, postgresql_where=ONE_ACTIVE)
+        batch_op.create_index(
+            "uq_backups_one_active_per_source",
+            ["data_source_id"],
+            unique=True,
+            sqlite_where=ONE_ACTIVE,
+            postgresql_where=ONE_ACTIVE,
+        )
 
     op.create_table(
         "restores",
@@ -143,26 +157,35 @@ def upgrade() -> None:
         sa.Column("created_by", sa.String(length=150), nullable=False),
         *_job_state(),
         sa.ForeignKeyConstraint(
-            ["backup_id"], ["backups.id"], name=op.f("fk_restores_backup_id_backups"),
+            ["backup_id"],
+            ["backups.id"],
+            name=op.f("fk_restores_backup_id_backups"),
             ondelete="SET NULL",
         ),
         sa.ForeignKeyConstraint(
-            ["data_source_id"], ["data_sources.id"],
-            name=op.f("fk_restores_data_source_id_data_sources"), ondelete="CASCADE",
+            ["data_source_id"],
+            ["data_sources.id"],
+            name=op.f("fk_restores_data_source_id_data_sources"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["safety_backup_id"], ["backups.id"],
-            name=op.f("fk_restores_safety_backup_id_backups"), ondelete="SET NULL",
+            ["safety_backup_id"],
+            ["backups.id"],
+            name=op.f("fk_restores_safety_backup_id_backups"),
+            ondelete="SET NULL",
         ),
         sa.ForeignKeyConstraint(
-            ["target_data_source_id"], ["data_sources.id"],
-            name=op.f("fk_restores_target_data_source_id_data_sources"), ondelete="SET NULL",
+            ["target_data_source_id"],
+            ["data_sources.id"],
+            name=op.f("fk_restores_target_data_source_id_data_sources"),
+            ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_restores")),
     )
     with op.batch_alter_table("restores", schema=None) as batch_op:
-        batch_op.create_index("ix_restores_source_created", ["data_source_id", "created_at"],
-                              unique=False)
+        batch_op.create_index(
+            "ix_restores_source_created", ["data_source_id", "created_at"], unique=False
+        )
         batch_op.create_index(batch_op.f("ix_restores_status"), ["status"], unique=False)
 
 

@@ -11,7 +11,9 @@ log = structlog.get_logger("sourcekeeper.bootstrap")
 
 
 def migrate() -> None:
-    """Bring the metadata database to the newest schema (Alembic, same migrations on SQLite and PG)."""
+    """Bring the metadata database to the newest schema (Alembic, same migrations on SQLite and
+    PG).
+    """
     from alembic import command
 
     from sourcekeeper.migrations_config import alembic_config

@@ -1,4 +1,6 @@
-"""The app factory: middleware, error handlers, routers, and start-up (migrations, first admin, worker)."""
+"""The app factory: middleware, error handlers, routers, and start-up (migrations, first admin,
+worker).
+"""
 
 from __future__ import annotations
 
@@ -39,7 +41,9 @@ def create_app(*, embedded_worker: bool = False, migrate: bool = True) -> FastAP
     app = FastAPI(
         title="sourcekeeper",
         version="1.0.0",
-        description="Backups, restores, reports, notifications and security audits of data sources.",
+        description=(
+            "Backups, restores, reports, notifications and security audits of data sources."
+        ),
         lifespan=lifespan,
     )
     register_handlers(app)

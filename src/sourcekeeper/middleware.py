@@ -1,4 +1,6 @@
-"""ASGI middleware: request ids, tolerant query strings, body limits, one log line and metrics per request."""
+"""ASGI middleware: request ids, tolerant query strings, body limits, one log line and metrics
+per request.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 
 
 def clean_query_string(raw: bytes) -> bytes:
-    """Drop parameters whose value is "undefined", "null" or "" (API.md §0: they mean "not given")."""
+    """Drop parameters whose value is "undefined", "null" or "" (API.md §0: they mean "not
+    given").
+    """
     if not raw:
         return raw
     pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
@@ -32,8 +36,13 @@ def clean_query_string(raw: bytes) -> bytes:
 
 
 def _error_body(code: str, message: str, request_id: str) -> bytes:
-    return json.dumps({"success": False, "error": {"code": code, "message": message, "details": []},
-                       "request_id": request_id}).encode()
+    return json.dumps(
+        {
+            "success": False,
+            "error": {"code": code, "message": message, "details": []},
+            "request_id": request_id,
+        }
+    ).encode()
 
 
 class RequestContextMiddleware:
@@ -46,7 +55,9 @@ class RequestContextMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         given_id = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given_id if 0 < len(given_id) <= 64 and given_id.isprintable() else uuid.uuid4().hex
+        request_id = (
+            given_id if 0 < len(given_id) <= 64 and given_id.isprintable() else uuid.uuid4().hex
+        )
         ip = (scope.get("client") or ("", 0))[0] or None
         scope["query_string"] = clean_query_string(scope.get("query_string", b""))
         scope.setdefault("state", {})["request_id"] = request_id
@@ -74,8 +85,14 @@ class RequestContextMiddleware:
         try:
             if length > MAX_BODY_BYTES:
                 status = 413
-                await self._reply(send, 413, _error_body(
-                    "too_large", f"Request body exceeds {MAX_BODY_BYTES} bytes", request_id), request_id)
+                await self._reply(
+                    send,
+                    413,
+                    _error_body(
+                        "too_large", f"Request body exceeds {MAX_BODY_BYTES} bytes", request_id
+                    ),
+                    request_id,
+                )
             else:
                 await self.app(scope, receive, send_wrapper)
         except Exception as exc:
@@ -84,8 +101,9 @@ class RequestContextMiddleware:
             if status_sent:
                 raise
             status = 500
-            await self._reply(send, 500, _error_body("internal_error", "Internal error", request_id),
-                              request_id)
+            await self._reply(
+                send, 500, _error_body("internal_error", "Internal error", request_id), request_id
+            )
         finally:
             duration = time.perf_counter() - start
             route = scope.get("route")
@@ -94,13 +112,28 @@ class RequestContextMiddleware:
             HTTP_REQUESTS.labels(method, template, str(status)).inc()
             HTTP_LATENCY.labels(method, template, str(status)).observe(duration)
             state: dict[str, Any] = scope.get("state", {})
-            log.info("request", method=method, route=template, path=scope.get("path"),
-                     status=status, duration_ms=round(duration * 1000, 2),
-                     user=state.get("user"), ip=ip)
+            log.info(
+                "request",
+                method=method,
+                route=template,
+                path=scope.get("path"),
+                status=status,
+                duration_ms=round(duration * 1000, 2),
+                user=state.get("user"),
+                ip=ip,
+            )
 
     @staticmethod
     async def _reply(send: Send, status: int, body: bytes, request_id: str) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", request_id.encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", request_id.encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

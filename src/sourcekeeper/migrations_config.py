@@ -1,4 +1,6 @@
-"""Where the Alembic scripts live and which database they target (from settings, not alembic.ini)."""
+"""Where the Alembic scripts live and which database they target (from settings, not
+alembic.ini).
+"""
 
 from __future__ import annotations
 

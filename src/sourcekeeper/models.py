@@ -13,7 +13,18 @@ from sourcekeeper.notifications.models import (
 )
 
 __all__ = [
-    "AuditEvent", "AuthToken", "Backup", "BackupKey", "BackupSchedule", "Base", "DataSource",
-    "DataSourceGrant", "Notification", "NotificationCounter", "NotificationDelivery",
-    "NotificationPreference", "Restore", "User",
+    "AuditEvent",
+    "AuthToken",
+    "Backup",
+    "BackupKey",
+    "BackupSchedule",
+    "Base",
+    "DataSource",
+    "DataSourceGrant",
+    "Notification",
+    "NotificationCounter",
+    "NotificationDelivery",
+    "NotificationPreference",
+    "Restore",
+    "User",
 ]

@@ -1,4 +1,6 @@
-"""The task registry: imports every domain's tasks so the API and the consumers know the same names."""
+"""The task registry: imports every domain's tasks so the API and the consumers know the same
+names.
+"""
 
 from sourcekeeper.backups import schedule_tasks as backup_schedule_tasks
 from sourcekeeper.backups import tasks as backups_tasks

@@ -25,8 +25,9 @@ def test_login_with_form_sets_http_only_cookie(client: TestClient) -> None:
 
 
 def test_cookie_authenticates_and_logout_revokes(client: TestClient) -> None:
-    token = client.post("/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD}).json()[
-        "data"]["access_token"]
+    token = client.post(
+        "/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD}
+    ).json()["data"]["access_token"]
     fresh = TestClient(client.app)
     fresh.cookies.set("session_token", token)
     assert fresh.get("/auth/me").json()["data"]["username"] == "admin"
@@ -43,8 +44,9 @@ def test_tokens_are_stored_only_as_hashes(client: TestClient, admin: Caller) -> 
 
 
 def test_expired_token_is_rejected(client: TestClient, admin: Caller) -> None:
-    token = client.post("/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD}).json()[
-        "data"]["access_token"]
+    token = client.post(
+        "/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD}
+    ).json()["data"]["access_token"]
     with session_scope() as db:
         row = db.scalar(select(AuthToken).where(AuthToken.token_hash == hash_token(token)))
         assert row is not None
@@ -55,7 +57,9 @@ def test_expired_token_is_rejected(client: TestClient, admin: Caller) -> None:
 
 def test_api_key_is_used_like_a_token(client: TestClient, make_caller) -> None:
     viewer = make_caller("viewer")
-    resp = client.post("/auth/api-keys", headers=viewer.headers, json={"name": "ci", "expires_at": None})
+    resp = client.post(
+        "/auth/api-keys", headers=viewer.headers, json={"name": "ci", "expires_at": None}
+    )
     assert resp.status_code == 201, resp.text
     key = resp.json()["data"]["key"]
     me = client.get("/auth/me", headers={"Authorization": f"Bearer {key}"}).json()["data"]
@@ -69,24 +73,37 @@ def test_me_lists_role_permissions(client: TestClient, make_caller) -> None:
     assert perms == ["datasource.create", "notification.delete", "notification.view"]
 
 
-def test_failed_logins_are_throttled_and_audited(client: TestClient, admin: Caller, make_caller) -> None:
+def test_failed_logins_are_throttled_and_audited(
+    client: TestClient, admin: Caller, make_caller
+) -> None:
     victim = make_caller("viewer")
     for _ in range(5):
-        resp = client.post("/auth/token", json={"username": victim.username, "password": "wrong-pass"})
+        resp = client.post(
+            "/auth/token", json={"username": victim.username, "password": "wrong-pass"}
+        )
         assert resp.status_code == 401
     resp = client.post("/auth/token", json={"username": victim.username, "password": "wrong-pass"})
     assert resp.status_code == 429 and resp.json()["error"]["code"] == "rate_limited"
-    events = client.get(f"/api/audit-log?action=auth.login_failed&actor={victim.username}",
-                        headers=admin.headers).json()["data"]
+    events = client.get(
+        f"/api/audit-log?action=auth.login_failed&actor={victim.username}", headers=admin.headers
+    ).json()["data"]
     assert events["total"] == 5
     assert all(e["outcome"] == "failure" and e["ip"] for e in events["events"])
 
 
 def test_users_crud_never_returns_hash(client: TestClient, admin: Caller) -> None:
     password = planted_secret("newuser")
-    resp = client.post("/api/users", headers=admin.headers,
-                       json={"username": "carol", "email": "carol@example.org", "password": password,
-                             "role": None, "is_active": None})
+    resp = client.post(
+        "/api/users",
+        headers=admin.headers,
+        json={
+            "username": "carol",
+            "email": "carol@example.org",
+            "password": password,
+            "role": None,
+            "is_active": None,
+        },
+    )
     assert resp.status_code == 201, resp.text
     user = resp.json()["data"]["user"]
     assert user["role"] == "viewer" and user["is_active"] is True
@@ -96,8 +113,14 @@ def test_users_crud_never_returns_hash(client: TestClient, admin: Caller) -> Non
     listing = client.get("/api/users", headers=admin.headers).json()["data"]
     assert any(u["username"] == "carol" for u in listing["users"])
     assert "hash" not in str(listing) and password not in str(listing)
-    assert client.post("/api/users", headers=admin.headers,
-                       json={"username": "carol", "password": "another-pass"}).status_code == 409
+    assert (
+        client.post(
+            "/api/users",
+            headers=admin.headers,
+            json={"username": "carol", "password": "another-pass"},
+        ).status_code
+        == 409
+    )
     resp = client.delete(f"/api/users/{uid}", headers=admin.headers)
     assert resp.json() == {"success": True, "data": {"id": uid, "deleted": True}}
     assert client.get(f"/api/users/{uid}", headers=admin.headers).status_code == 404

@@ -32,8 +32,13 @@ class Worker:
 
         # Short polling delays: the default backs off to 10 s between polls when idle.
         self._consumer = queue.EmbeddedConsumer(
-            queue.huey, workers=2, worker_type="thread", periodic=False,
-            initial_delay=0.05, backoff=1.1, max_delay=0.3,
+            queue.huey,
+            workers=2,
+            worker_type="thread",
+            periodic=False,
+            initial_delay=0.05,
+            backoff=1.1,
+            max_delay=0.3,
         )
         self._consumer.start()
 
@@ -74,10 +79,12 @@ def register_source(client: TestClient, caller: Caller, **body: Any) -> dict[str
     return resp.json()["data"]["data_source"]
 
 
-def start_backup(client: TestClient, caller: Caller, ds_id: int,
-                 body: Any = None) -> dict[str, Any]:
-    resp = client.post(f"{base(ds_id)}/backups", headers=caller.headers,
-                       json=body if body is not None else {})
+def start_backup(
+    client: TestClient, caller: Caller, ds_id: int, body: Any = None
+) -> dict[str, Any]:
+    resp = client.post(
+        f"{base(ds_id)}/backups", headers=caller.headers, json=body if body is not None else {}
+    )
     assert resp.status_code == 202, resp.text
     return resp.json()["data"]["backup"]
 
@@ -99,10 +106,15 @@ def wait_for(fetch: Any, done: Any, timeout: float = 90.0, what: str = "job") ->
         time.sleep(0.1)
 
 
-def wait_backup(client: TestClient, caller: Caller, ds_id: int, backup_id: int,
-                timeout: float = 90.0) -> dict[str, Any]:
-    return wait_for(lambda: get_backup(client, caller, ds_id, backup_id),
-                    lambda b: b["status"] in FINISHED, timeout, f"backup {backup_id}")
+def wait_backup(
+    client: TestClient, caller: Caller, ds_id: int, backup_id: int, timeout: float = 90.0
+) -> dict[str, Any]:
+    return wait_for(
+        lambda: get_backup(client, caller, ds_id, backup_id),
+        lambda b: b["status"] in FINISHED,
+        timeout,
+        f"backup {backup_id}",
+    )
 
 
 def backup_ok(client: TestClient, caller: Caller, ds_id: int, body: Any = None) -> dict[str, Any]:
@@ -112,16 +124,23 @@ def backup_ok(client: TestClient, caller: Caller, ds_id: int, body: Any = None) 
     return done
 
 
-def start_restore(client: TestClient, caller: Caller, ds_id: int, backup_id: int,
-                  body: dict[str, Any] | None = None) -> dict[str, Any]:
-    resp = client.post(f"{base(ds_id)}/backups/{backup_id}/restore", headers=caller.headers,
-                       json=body or {})
+def start_restore(
+    client: TestClient,
+    caller: Caller,
+    ds_id: int,
+    backup_id: int,
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    resp = client.post(
+        f"{base(ds_id)}/backups/{backup_id}/restore", headers=caller.headers, json=body or {}
+    )
     assert resp.status_code == 202, resp.text
     return resp.json()["data"]["restore"]
 
 
-def wait_restore(client: TestClient, caller: Caller, ds_id: int, restore_id: int,
-                 timeout: float = 120.0) -> dict[str, Any]:
+def wait_restore(
+    client: TestClient, caller: Caller, ds_id: int, restore_id: int, timeout: float = 120.0
+) -> dict[str, Any]:
     def fetch() -> dict[str, Any]:
         resp = client.get(f"{base(ds_id)}/restores/{restore_id}", headers=caller.headers)
         assert resp.status_code == 200, resp.text
@@ -130,8 +149,13 @@ def wait_restore(client: TestClient, caller: Caller, ds_id: int, restore_id: int
     return wait_for(fetch, lambda r: r["status"] in FINISHED, timeout, f"restore {restore_id}")
 
 
-def restore_ok(client: TestClient, caller: Caller, ds_id: int, backup_id: int,
-               body: dict[str, Any] | None = None) -> dict[str, Any]:
+def restore_ok(
+    client: TestClient,
+    caller: Caller,
+    ds_id: int,
+    backup_id: int,
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     restore = start_restore(client, caller, ds_id, backup_id, body)
     done = wait_restore(client, caller, ds_id, restore["id"])
     assert done["status"] == "completed", done
@@ -195,8 +219,11 @@ def my_fingerprint(server: DbServer, database: str) -> dict[str, Any]:
     conn = server.connect(database)
     try:
         cur = conn.cursor()
-        cur.execute("SELECT TABLE_NAME, TABLE_TYPE, AUTO_INCREMENT FROM information_schema.TABLES"
-                    " WHERE TABLE_SCHEMA = %s ORDER BY 1", (database,))
+        cur.execute(
+            "SELECT TABLE_NAME, TABLE_TYPE, AUTO_INCREMENT FROM information_schema.TABLES"
+            " WHERE TABLE_SCHEMA = %s ORDER BY 1",
+            (database,),
+        )
         out: dict[str, Any] = {}
         for name, kind, auto in cur.fetchall():
             if kind == "SEQUENCE":
@@ -215,8 +242,9 @@ def my_fingerprint(server: DbServer, database: str) -> dict[str, Any]:
 def sqlite_fingerprint(path: Path | str) -> dict[str, Any]:
     with sqlite3.connect(path) as conn:
         out: dict[str, Any] = {}
-        names = conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
-                             " ORDER BY name").fetchall()
+        names = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name"
+        ).fetchall()
         for (name,) in names:
             out[name] = _digest(conn.execute(f'SELECT * FROM "{name}" ORDER BY 1').fetchall())
         return out

@@ -28,13 +28,20 @@ def _verify(client: TestClient, admin: Caller, ds_id: int, backup_id: int) -> di
     before = get_backup(client, admin, ds_id, backup_id)["verified_at"]
     resp = client.post(f"{base(ds_id)}/backups/{backup_id}/verify", headers=admin.headers)
     assert resp.status_code == 202, resp.text
-    return wait_for(lambda: get_backup(client, admin, ds_id, backup_id),
-                    lambda b: b["verified_at"] != before, what="verification")
+    return wait_for(
+        lambda: get_backup(client, admin, ds_id, backup_id),
+        lambda b: b["verified_at"] != before,
+        what="verification",
+    )
 
 
 def test_operator_recipients_and_identity_file(
-    client: TestClient, admin: Caller, worker: Worker, sqlite_source: dict[str, Any],
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    client: TestClient,
+    admin: Caller,
+    worker: Worker,
+    sqlite_source: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     operator = x25519.Identity.generate()
     settings = get_settings()
@@ -59,7 +66,9 @@ def test_operator_recipients_and_identity_file(
 
 
 def test_invalid_recipient_refuses_to_back_up(
-    client: TestClient, admin: Caller, sqlite_source: dict[str, Any],
+    client: TestClient,
+    admin: Caller,
+    sqlite_source: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(get_settings(), "backup_recipients", ["age1notakey"])
@@ -68,25 +77,32 @@ def test_invalid_recipient_refuses_to_back_up(
     assert "SOURCEKEEPER_BACKUP_RECIPIENTS" in resp.json()["error"]["message"]
 
 
-def test_no_key_at_all_fails_closed(client: TestClient, admin: Caller,
-                                    sqlite_source: dict[str, Any]) -> None:
+def test_no_key_at_all_fails_closed(
+    client: TestClient, admin: Caller, sqlite_source: dict[str, Any]
+) -> None:
     from sqlalchemy import delete, select
 
     from sourcekeeper.backups.models import Backup, BackupKey
     from sourcekeeper.core.db import session_scope
 
     with session_scope() as db:
-        saved = [(k.id, k.recipient, k.identity_encrypted, k.created_at)
-                 for k in db.scalars(select(BackupKey))]
+        saved = [
+            (k.id, k.recipient, k.identity_encrypted, k.created_at)
+            for k in db.scalars(select(BackupKey))
+        ]
         db.execute(delete(BackupKey))
     try:
         resp = client.post(f"{base(sqlite_source['id'])}/backups", headers=admin.headers, json={})
         assert resp.status_code == 503
         assert "never stored unencrypted" in resp.json()["error"]["message"]
         with session_scope() as db:
-            assert db.scalar(select(Backup.id).where(
-                Backup.data_source_id == sqlite_source["id"])) is None
+            assert (
+                db.scalar(select(Backup.id).where(Backup.data_source_id == sqlite_source["id"]))
+                is None
+            )
     finally:
         with session_scope() as db:
-            db.add_all(BackupKey(id=i, recipient=r, identity_encrypted=e, created_at=c)
-                       for i, r, e, c in saved)
+            db.add_all(
+                BackupKey(id=i, recipient=r, identity_encrypted=e, created_at=c)
+                for i, r, e, c in saved
+            )

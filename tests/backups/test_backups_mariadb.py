@@ -75,9 +75,15 @@ class MyWorld:
 
     def register(self, client: TestClient, admin: Caller, database: str) -> dict[str, Any]:
         return register_source(
-            client, admin, name=f"my-{database}", source_type="mariadb",
-            host=self.server.host, port=self.server.port, database_name=database,
-            username=self.server.superuser, password=self.server.password,
+            client,
+            admin,
+            name=f"my-{database}",
+            source_type="mariadb",
+            host=self.server.host,
+            port=self.server.port,
+            database_name=database,
+            username=self.server.superuser,
+            password=self.server.password,
         )
 
 
@@ -86,8 +92,9 @@ def my(mariadb_server: DbServer) -> MyWorld:
     return MyWorld(mariadb_server)
 
 
-def test_round_trip_to_every_target(client: TestClient, admin: Caller, worker: Worker,
-                                    my: MyWorld) -> None:
+def test_round_trip_to_every_target(
+    client: TestClient, admin: Caller, worker: Worker, my: MyWorld
+) -> None:
     database = my.new_database("shop")
     source = my.register(client, admin, database)
     original = my_fingerprint(my.server, database)
@@ -104,21 +111,27 @@ def test_round_trip_to_every_target(client: TestClient, admin: Caller, worker: W
     assert my_fingerprint(my.server, database) == original
     assert done["verified"] is True and done["verification"]["tables_checked"] == 2
     assert get_backup(client, admin, source["id"], done["safety_backup_id"])["status"] == (
-        "completed")
+        "completed"
+    )
 
     new_name = f"restored_{secrets.token_hex(3)}"
-    done = restore_ok(client, admin, source["id"], backup["id"],
-                      {"target": "new", "targetDatabase": new_name})
+    done = restore_ok(
+        client, admin, source["id"], backup["id"], {"target": "new", "targetDatabase": new_name}
+    )
     assert done["verified"] is True
     assert my_fingerprint(my.server, new_name) == original
-    taken = client.post(f"{base(source['id'])}/backups/{backup['id']}/restore",
-                        headers=admin.headers, json={"target": "new", "target_database": new_name})
+    taken = client.post(
+        f"{base(source['id'])}/backups/{backup['id']}/restore",
+        headers=admin.headers,
+        json={"target": "new", "target_database": new_name},
+    )
     assert taken.status_code == 409 and taken.json()["error"]["code"] == "target_exists"
 
     other_db = my.new_database("other", schema=None)
     other = my.register(client, admin, other_db)
-    done = restore_ok(client, admin, source["id"], backup["id"],
-                      {"target_data_source_id": other["id"]})
+    done = restore_ok(
+        client, admin, source["id"], backup["id"], {"target_data_source_id": other["id"]}
+    )
     assert done["target"] == "source" and done["verified"] is True
     assert my_fingerprint(my.server, other_db) == original
 
@@ -138,7 +151,10 @@ def test_restore_with_age_zstd_and_the_mariadb_client_alone(
     subprocess.run(
         f"age -d -i {key} {artifact} | zstd -dc | mariadb --protocol=TCP"
         f" -h {my.server.host} -P {my.server.port} -u {my.server.superuser} {target}",
-        shell=True, check=True, env=env, capture_output=True,
+        shell=True,
+        check=True,
+        env=env,
+        capture_output=True,
     )
     assert my_fingerprint(my.server, target) == my_fingerprint(my.server, database)
 
@@ -147,11 +163,11 @@ def test_table_subset(client: TestClient, admin: Caller, worker: Worker, my: MyW
     database = my.new_database("subset")
     source = my.register(client, admin, database)
     backup = backup_ok(client, admin, source["id"])
-    my.server.execute("UPDATE customers SET name = 'changed'; DELETE FROM orders WHERE id > 10",
-                      database)
+    my.server.execute(
+        "UPDATE customers SET name = 'changed'; DELETE FROM orders WHERE id > 10", database
+    )
     done = restore_ok(client, admin, source["id"], backup["id"], {"tables": ["customers"]})
-    assert done["verification"] == {"tables_checked": 1, "row_counts_match": True,
-                                    "mismatches": []}
+    assert done["verification"] == {"tables_checked": 1, "row_counts_match": True, "mismatches": []}
     names = my.server.execute("SELECT name FROM customers ORDER BY id", database)
     assert names[0] == ("Zoë Ångström ✓ 🎉",)
     assert my.server.execute("SELECT COUNT(*) FROM orders", database) == [(10,)]  # untouched

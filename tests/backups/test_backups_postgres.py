@@ -95,12 +95,25 @@ class PgWorld:
         finally:
             conn.close()
 
-    def register(self, client: TestClient, admin: Caller, database: str, *,
-                 port: int | None = None, password: str | None = None) -> dict[str, Any]:
+    def register(
+        self,
+        client: TestClient,
+        admin: Caller,
+        database: str,
+        *,
+        port: int | None = None,
+        password: str | None = None,
+    ) -> dict[str, Any]:
         return register_source(
-            client, admin, name=f"pg-{database}-{secrets.token_hex(2)}", source_type="postgresql",
-            host=self.server.host, port=port or self.server.port, database_name=database,
-            username=self.role, password=password or self.password,
+            client,
+            admin,
+            name=f"pg-{database}-{secrets.token_hex(2)}",
+            source_type="postgresql",
+            host=self.server.host,
+            port=port or self.server.port,
+            database_name=database,
+            username=self.role,
+            password=password or self.password,
         )
 
 
@@ -112,8 +125,9 @@ def pg(pg_server: DbServer) -> PgWorld:
     return PgWorld(pg_server, role, password)
 
 
-def test_round_trip_to_every_target(client: TestClient, admin: Caller, worker: Worker,
-                                    pg: PgWorld) -> None:
+def test_round_trip_to_every_target(
+    client: TestClient, admin: Caller, worker: Worker, pg: PgWorld
+) -> None:
     database = pg.new_database("sales")
     source = pg.register(client, admin, database)
     original = pg_fingerprint(pg.server, database)
@@ -137,24 +151,33 @@ def test_round_trip_to_every_target(client: TestClient, admin: Caller, worker: W
     assert safety["trigger"] == "pre_restore" and safety["status"] == "completed"
 
     new_name = f"restored_{secrets.token_hex(3)}"
-    done = restore_ok(client, admin, source["id"], backup["id"],
-                      {"target": "new", "target_database": new_name})
+    done = restore_ok(
+        client, admin, source["id"], backup["id"], {"target": "new", "target_database": new_name}
+    )
     assert done["target_database"] == new_name and done["verified"] is True
     assert pg_fingerprint(pg.server, new_name) == original
     owner = pg.server.execute(
-        "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", params=[new_name])
+        "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", params=[new_name]
+    )
     assert owner == [(pg.role,)]
-    taken = client.post(f"{base(source['id'])}/backups/{backup['id']}/restore",
-                        headers=admin.headers, json={"target": "new", "target_database": new_name})
+    taken = client.post(
+        f"{base(source['id'])}/backups/{backup['id']}/restore",
+        headers=admin.headers,
+        json={"target": "new", "target_database": new_name},
+    )
     assert taken.status_code == 409 and taken.json()["error"]["code"] == "target_exists"
-    bad = client.post(f"{base(source['id'])}/backups/{backup['id']}/restore",
-                      headers=admin.headers, json={"target": "new", "target_database": "1; drop"})
+    bad = client.post(
+        f"{base(source['id'])}/backups/{backup['id']}/restore",
+        headers=admin.headers,
+        json={"target": "new", "target_database": "1; drop"},
+    )
     assert bad.status_code == 422
 
     other_db = pg.new_database("other", schema=None)
     other = pg.register(client, admin, other_db)
-    done = restore_ok(client, admin, source["id"], backup["id"],
-                      {"target_data_source_id": other["id"]})
+    done = restore_ok(
+        client, admin, source["id"], backup["id"], {"target_data_source_id": other["id"]}
+    )
     assert done["target"] == "source" and done["verified"] is True
     assert pg_fingerprint(pg.server, other_db) == original
 
@@ -167,8 +190,9 @@ def test_restore_with_age_zstd_and_pg_restore_alone(
     database = pg.new_database("plain")
     source = pg.register(client, admin, database)
     backup = backup_ok(client, admin, source["id"])
-    download = client.get(f"{base(source['id'])}/backups/{backup['id']}/download",
-                          headers=admin.headers)
+    download = client.get(
+        f"{base(source['id'])}/backups/{backup['id']}/download", headers=admin.headers
+    )
     artifact = tmp_path / "backup.dump.zst.age"
     artifact.write_bytes(download.content)
     key = export_identity(tmp_path)
@@ -177,13 +201,19 @@ def test_restore_with_age_zstd_and_pg_restore_alone(
     subprocess.run(
         f"age -d -i {key} {artifact} | zstd -dc | pg_restore --exit-on-error"
         f" -h {pg.server.host} -p {pg.server.port} -U {pg.role} -d {target}",
-        shell=True, check=True, env=env, capture_output=True,
+        shell=True,
+        check=True,
+        env=env,
+        capture_output=True,
     )
     assert pg_fingerprint(pg.server, target) == pg_fingerprint(pg.server, database)
 
 
 def test_parallel_restore_from_a_spooled_dump(
-    client: TestClient, admin: Caller, worker: Worker, pg: PgWorld,
+    client: TestClient,
+    admin: Caller,
+    worker: Worker,
+    pg: PgWorld,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Big dumps are spooled to a private file and restored with pg_restore -j."""
@@ -195,8 +225,9 @@ def test_parallel_restore_from_a_spooled_dump(
     source = pg.register(client, admin, database)
     backup = backup_ok(client, admin, source["id"])
     new_name = f"parallel_{secrets.token_hex(3)}"
-    done = restore_ok(client, admin, source["id"], backup["id"],
-                      {"target": "new", "target_database": new_name})
+    done = restore_ok(
+        client, admin, source["id"], backup["id"], {"target": "new", "target_database": new_name}
+    )
     assert done["verified"] is True
     assert pg_fingerprint(pg.server, new_name) == pg_fingerprint(pg.server, database)
     assert not list((DATA_DIR / "spool").glob(f"restore-{done['id']}*"))
@@ -218,9 +249,14 @@ def test_cancel_a_restore_blocked_on_a_lock(
         reader.execute("SELECT 1 FROM orders LIMIT 1")  # holds ACCESS SHARE until rollback
         restore = start_restore(client, admin, source["id"], backup["id"])
         needle = f"dbname={database}".encode()
-        wait_for(lambda: {"tools": [p for p in processes_with(needle)
-                                    if p in processes_with(b"pg_restore")]},
-                 lambda r: bool(r["tools"]), timeout=60, what="pg_restore waiting on the lock")
+        wait_for(
+            lambda: {
+                "tools": [p for p in processes_with(needle) if p in processes_with(b"pg_restore")]
+            },
+            lambda r: bool(r["tools"]),
+            timeout=60,
+            what="pg_restore waiting on the lock",
+        )
         tools = [p for p in processes_with(needle) if p in processes_with(b"pg_restore")]
         url = f"{base(source['id'])}/restores/{restore['id']}"
         cancelled = client.post(f"{url}/cancel", headers=admin.headers)
@@ -247,8 +283,7 @@ def test_table_subset(client: TestClient, admin: Caller, worker: Worker, pg: PgW
     pg.run(database, MUTATE)
     done = restore_ok(client, admin, source["id"], backup["id"], {"tables": ["events"]})
     assert done["tables"] == ["audit.events"]
-    assert done["verification"] == {"tables_checked": 1, "row_counts_match": True,
-                                    "mismatches": []}
+    assert done["verification"] == {"tables_checked": 1, "row_counts_match": True, "mismatches": []}
     assert pg.server.execute("SELECT count(*) FROM audit.events", database) == [(50,)]
     assert pg.server.execute("SELECT count(*) FROM orders", database) == [(250,)]  # untouched
 
@@ -265,8 +300,9 @@ def test_wrong_password_fails_clearly_without_the_secret(
     assert "password authentication failed" in failed["error_message"]
     assert pg.role in failed["error_message"]
     assert wrong not in failed["error_message"] and failed["location"] is None
-    notes = client.get(f"/api/notifications?data_source_id={source['id']}",
-                       headers=admin.headers).json()["notifications"]
+    notes = client.get(
+        f"/api/notifications?data_source_id={source['id']}", headers=admin.headers
+    ).json()["notifications"]
     mine = [n for n in notes if n["category"] == "backup"]
     assert len(mine) == 1 and mine[0]["type"] == "error"
     assert mine[0]["title"].startswith(f"Backup of '{source['name']}' failed: ")
@@ -277,7 +313,10 @@ def test_wrong_password_fails_clearly_without_the_secret(
 
 
 def test_server_newer_than_pg_dump_is_a_clear_failure(
-    client: TestClient, admin: Caller, worker: Worker, pg: PgWorld,
+    client: TestClient,
+    admin: Caller,
+    worker: Worker,
+    pg: PgWorld,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from sourcekeeper.datasources.connectors import postgres
@@ -295,9 +334,12 @@ def test_server_newer_than_pg_dump_is_a_clear_failure(
 def big_database(pg: PgWorld) -> str:
     """About 45 MB of dump: far more than the gate lets through before it holds."""
     database = pg.new_database("big", schema=None)
-    pg.run(database, "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 3)::text)"
-                     " || md5((g * 7)::text) || md5((g * 11)::text) AS payload"
-                     " FROM generate_series(1, 300000) g")
+    pg.run(
+        database,
+        "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 3)::text)"
+        " || md5((g * 7)::text) || md5((g * 11)::text) AS payload"
+        " FROM generate_series(1, 300000) g",
+    )
     return database
 
 
@@ -310,16 +352,23 @@ def gate(pg: PgWorld) -> Iterator[TcpGate]:
         held.close()
 
 
-def _held_mid_dump(client: TestClient, admin: Caller, ds_id: int, backup_id: int,
-                   gate: TcpGate) -> dict[str, Any]:
+def _held_mid_dump(
+    client: TestClient, admin: Caller, ds_id: int, backup_id: int, gate: TcpGate
+) -> dict[str, Any]:
     assert gate.held.wait(60), "the dump never reached the gate's limit"
-    return wait_for(lambda: get_backup(client, admin, ds_id, backup_id),
-                    lambda b: b["status"] == "in_progress" and b["bytes_processed"] > 0,
-                    what="a running backup with progress")
+    return wait_for(
+        lambda: get_backup(client, admin, ds_id, backup_id),
+        lambda b: b["status"] == "in_progress" and b["bytes_processed"] > 0,
+        what="a running backup with progress",
+    )
 
 
 def test_cancel_mid_dump_stops_pg_dump_within_seconds(
-    client: TestClient, admin: Caller, worker: Worker, pg: PgWorld, big_database: str,
+    client: TestClient,
+    admin: Caller,
+    worker: Worker,
+    pg: PgWorld,
+    big_database: str,
     gate: TcpGate,
 ) -> None:
     source = pg.register(client, admin, big_database, port=gate.port)
@@ -328,8 +377,9 @@ def test_cancel_mid_dump_stops_pg_dump_within_seconds(
     dumps = processes_with(f"dbname={big_database}".encode())
     assert dumps, "pg_dump is not running"
 
-    cancelled = client.post(f"{base(source['id'])}/backups/{backup['id']}/cancel",
-                            headers=admin.headers)
+    cancelled = client.post(
+        f"{base(source['id'])}/backups/{backup['id']}/cancel", headers=admin.headers
+    )
     assert cancelled.status_code == 200
     assert cancelled.json()["data"]["backup"]["status"] == "cancelled"
     started = time.monotonic()
@@ -337,8 +387,11 @@ def test_cancel_mid_dump_stops_pg_dump_within_seconds(
         assert time.monotonic() - started < 5, "pg_dump still runs 5 s after the cancel"
         time.sleep(0.05)
 
-    wait_for(lambda: {"left": leftovers(backup["id"])}, lambda r: not r["left"],
-             what="the partial artifact's removal")
+    wait_for(
+        lambda: {"left": leftovers(backup["id"])},
+        lambda r: not r["left"],
+        what="the partial artifact's removal",
+    )
     key = f"backups/{source['id']}/{backup['id']}.dump.zst.age"
     assert not artifact_path(key).exists()
     assert get_backup(client, admin, source["id"], backup["id"])["status"] == "cancelled"
@@ -348,8 +401,13 @@ def test_cancel_mid_dump_stops_pg_dump_within_seconds(
 
 
 def test_killed_worker_leaves_no_completed_backup_and_is_reaped(
-    client: TestClient, admin: Caller, worker: Worker, pg: PgWorld, big_database: str,
-    gate: TcpGate, monkeypatch: pytest.MonkeyPatch,
+    client: TestClient,
+    admin: Caller,
+    worker: Worker,
+    pg: PgWorld,
+    big_database: str,
+    gate: TcpGate,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from sourcekeeper.core.config import get_settings
     from sourcekeeper.jobs.tasks import run_tick_once
@@ -359,8 +417,9 @@ def test_killed_worker_leaves_no_completed_backup_and_is_reaped(
     command = [str(Path(sys.executable).with_name("sourcekeeper")), "worker", "--threads", "1"]
     with worker.paused():
         with open(log, "wb") as out:
-            proc = subprocess.Popen(command, env=dict(os.environ), stdout=out,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                command, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT
+            )
         try:
             backup = start_backup(client, admin, source["id"])
             _held_mid_dump(client, admin, source["id"], backup["id"], gate)
@@ -386,13 +445,18 @@ def test_killed_worker_leaves_no_completed_backup_and_is_reaped(
         assert reaped["status"] == "failed"
         assert "stopped responding" in reaped["error_message"]
         assert not leftovers(backup["id"]) and not artifact_path(key).exists()
-        notes = client.get(f"/api/notifications?data_source_id={source['id']}",
-                           headers=admin.headers).json()["notifications"]
+        notes = client.get(
+            f"/api/notifications?data_source_id={source['id']}", headers=admin.headers
+        ).json()["notifications"]
         assert any(n["title"].startswith(f"Backup of '{source['name']}' failed") for n in notes)
 
         # The orphaned pg_dump ends once its output pipe is found closed.
         gate.release()
-        wait_for(lambda: {"alive": [p for p in dumps if p in processes_with(b"pg_dump")]},
-                 lambda r: not r["alive"], timeout=20, what="the orphaned pg_dump's exit")
+        wait_for(
+            lambda: {"alive": [p for p in dumps if p in processes_with(b"pg_dump")]},
+            lambda r: not r["alive"],
+            timeout=20,
+            what="the orphaned pg_dump's exit",
+        )
     monkeypatch.undo()
     assert backup_ok(client, admin, source["id"])["status"] == "completed"

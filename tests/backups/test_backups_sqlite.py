@@ -48,13 +48,22 @@ def make_db(path: Path) -> None:
         )
         conn.executemany(
             "INSERT INTO customers (name, balance, joined, avatar, prefs) VALUES (?, ?, ?, ?, ?)",
-            [("Zoë Ångström ✓", "1234.56", "2026-11-25T09:30:00+01:00", bytes(range(256)),
-              '{"theme": "dark", "tags": ["a", "b"]}'),
-             ("李小龍", "-0.01", "1999-12-31T23:59:59Z", b"\x00\xff" * 100, "{}"),
-             (MARKER, None, None, None, None)],
+            [
+                (
+                    "Zoë Ångström ✓",
+                    "1234.56",
+                    "2026-11-25T09:30:00+01:00",
+                    bytes(range(256)),
+                    '{"theme": "dark", "tags": ["a", "b"]}',
+                ),
+                ("李小龍", "-0.01", "1999-12-31T23:59:59Z", b"\x00\xff" * 100, "{}"),
+                (MARKER, None, None, None, None),
+            ],
         )
-        conn.executemany("INSERT INTO orders (customer_id, total, note) VALUES (?, ?, ?)",
-                         [(1 + i % 3, i * 1.5, f"order {i} ☕") for i in range(200)])
+        conn.executemany(
+            "INSERT INTO orders (customer_id, total, note) VALUES (?, ?, ?)",
+            [(1 + i % 3, i * 1.5, f"order {i} ☕") for i in range(200)],
+        )
 
 
 def mutate(path: Path) -> None:
@@ -69,12 +78,14 @@ def mutate(path: Path) -> None:
 def source(client: TestClient, admin: Caller, sqlite_dir: Path) -> dict[str, Any]:
     path = sqlite_dir / f"shop-{secrets.token_hex(4)}.db"
     make_db(path)
-    return register_source(client, admin, name=f"shop-{path.stem}", source_type="sqlite",
-                           database_name=str(path))
+    return register_source(
+        client, admin, name=f"shop-{path.stem}", source_type="sqlite", database_name=str(path)
+    )
 
 
-def test_round_trip_to_every_target(client: TestClient, admin: Caller, worker: Worker,
-                                    sqlite_dir: Path, source: dict[str, Any]) -> None:
+def test_round_trip_to_every_target(
+    client: TestClient, admin: Caller, worker: Worker, sqlite_dir: Path, source: dict[str, Any]
+) -> None:
     ds_id, path = source["id"], Path(source["database_name"])
     original = sqlite_fingerprint(path)
     backup = backup_ok(client, admin, ds_id)
@@ -85,26 +96,36 @@ def test_round_trip_to_every_target(client: TestClient, admin: Caller, worker: W
     # Onto the original, after a safety backup of what is there now.
     done = restore_ok(client, admin, ds_id, backup["id"])
     assert done["target"] == "original" and done["verified"] is True
-    assert done["verification"] == {"tables_checked": 2, "row_counts_match": True,
-                                    "mismatches": []}
+    assert done["verification"] == {"tables_checked": 2, "row_counts_match": True, "mismatches": []}
     assert sqlite_fingerprint(path) == original
     safety = get_backup(client, admin, ds_id, done["safety_backup_id"])
     assert safety["trigger"] == "pre_restore" and safety["status"] == "completed"
 
     # Into a new file inside the allowed directory.
     new_path = sqlite_dir / f"copy-{secrets.token_hex(3)}.db"
-    done = restore_ok(client, admin, ds_id, backup["id"],
-                      {"target": "new", "target_database": str(new_path)})
+    done = restore_ok(
+        client, admin, ds_id, backup["id"], {"target": "new", "target_database": str(new_path)}
+    )
     assert done["target"] == "new" and done["safety_backup_id"] is None and done["verified"]
     assert sqlite_fingerprint(new_path) == original
 
     # Onto another registered SQLite source.
     other_path = sqlite_dir / f"other-{secrets.token_hex(3)}.db"
     sqlite3.connect(other_path).close()
-    other = register_source(client, admin, name=f"other-{other_path.stem}",
-                            source_type="sqlite", database_name=str(other_path))
-    done = restore_ok(client, admin, ds_id, backup["id"],
-                      {"targetDataSourceId": other["id"], "verify": None, "clean": None})
+    other = register_source(
+        client,
+        admin,
+        name=f"other-{other_path.stem}",
+        source_type="sqlite",
+        database_name=str(other_path),
+    )
+    done = restore_ok(
+        client,
+        admin,
+        ds_id,
+        backup["id"],
+        {"targetDataSourceId": other["id"], "verify": None, "clean": None},
+    )
     assert done["target"] == "source" and done["target_data_source_id"] == other["id"]
     assert sqlite_fingerprint(other_path) == original
     # The restore is listed under both sources; the safety backup belongs to the target.
@@ -124,15 +145,23 @@ def test_round_trip_to_every_target(client: TestClient, admin: Caller, worker: W
     verified = client.post(f"{base(ds_id)}/backups/{backup['id']}/verify", headers=admin.headers)
     assert verified.status_code == 202
     assert verified.json()["data"]["backup"]["status"] == "completed"
-    after = wait_for(lambda: get_backup(client, admin, ds_id, backup["id"]),
-                     lambda b: b["verification_status"] != "unverified", what="verification")
+    after = wait_for(
+        lambda: get_backup(client, admin, ds_id, backup["id"]),
+        lambda b: b["verification_status"] != "unverified",
+        what="verification",
+    )
     assert after["verification_status"] == "verified" and after["verified_at"]
     assert after["status"] == "completed" and after["verification_error"] is None
 
 
-def test_restore_targets_are_validated(client: TestClient, admin: Caller, worker: Worker,
-                                       sqlite_dir: Path, source: dict[str, Any],
-                                       pg_server: Any) -> None:
+def test_restore_targets_are_validated(
+    client: TestClient,
+    admin: Caller,
+    worker: Worker,
+    sqlite_dir: Path,
+    source: dict[str, Any],
+    pg_server: Any,
+) -> None:
     ds_id = source["id"]
     backup = backup_ok(client, admin, ds_id)
     url = f"{base(ds_id)}/backups/{backup['id']}/restore"
@@ -150,9 +179,16 @@ def test_restore_targets_are_validated(client: TestClient, admin: Caller, worker
     assert post({"target": "elsewhere"}).status_code == 422
     assert post({"tables": ["nope"]}).status_code == 422
     assert post({"clean": "yes"}).status_code == 422
-    pg = register_source(client, admin, name=f"pg-{secrets.token_hex(3)}",
-                         source_type="postgresql", host=pg_server.host, port=pg_server.port,
-                         database_name="postgres", username="postgres")
+    pg = register_source(
+        client,
+        admin,
+        name=f"pg-{secrets.token_hex(3)}",
+        source_type="postgresql",
+        host=pg_server.host,
+        port=pg_server.port,
+        database_name="postgres",
+        username="postgres",
+    )
     engine = post({"target_data_source_id": pg["id"]})
     assert engine.status_code == 422 and "same engine" in engine.json()["error"]["message"]
 
@@ -169,15 +205,19 @@ def test_artifact_is_encrypted_and_opens_only_with_the_key(
     identity = export_identity(tmp_path)
     pipe = subprocess.run(
         f"age -d -i {identity} {artifact_path(backup['location'])} | zstd -dc",
-        shell=True, capture_output=True, check=True,
+        shell=True,
+        capture_output=True,
+        check=True,
     )
     assert pipe.stdout.startswith(b"SQLite format 3") and MARKER.encode() in pipe.stdout
     assert len(pipe.stdout) == backup["original_size_bytes"]
 
     stranger = tmp_path / "stranger.txt"
     subprocess.run(["age-keygen", "-o", str(stranger)], capture_output=True, check=True)
-    wrong = subprocess.run(["age", "-d", "-i", str(stranger),
-                            str(artifact_path(backup["location"]))], capture_output=True)
+    wrong = subprocess.run(
+        ["age", "-d", "-i", str(stranger), str(artifact_path(backup["location"]))],
+        capture_output=True,
+    )
     assert wrong.returncode != 0 and not wrong.stdout
 
 
@@ -204,12 +244,18 @@ def test_damaged_artifact_fails_restore_and_verify_and_leaves_the_target(
     marked = get_backup(client, admin, ds_id, backup["id"])
     assert marked["verification_status"] == "failed"
     client.post(f"{base(ds_id)}/backups/{backup['id']}/verify", headers=admin.headers)
-    after = wait_for(lambda: get_backup(client, admin, ds_id, backup["id"]),
-                     lambda b: b["verified_at"] != marked["verified_at"], what="verification")
+    after = wait_for(
+        lambda: get_backup(client, admin, ds_id, backup["id"]),
+        lambda b: b["verified_at"] != marked["verified_at"],
+        what="verification",
+    )
     assert after["status"] == "completed" and after["verification_status"] == "failed"
     assert "checksum mismatch" in after["verification_error"]
 
-    notes = client.get(f"/api/notifications?data_source_id={ds_id}&category=backup",
-                       headers=admin.headers).json()["notifications"]
-    assert any(n["title"].startswith(f"Restore of '{source['name']}' failed: checksum mismatch")
-               for n in notes)
+    notes = client.get(
+        f"/api/notifications?data_source_id={ds_id}&category=backup", headers=admin.headers
+    ).json()["notifications"]
+    assert any(
+        n["title"].startswith(f"Restore of '{source['name']}' failed: checksum mismatch")
+        for n in notes
+    )

@@ -46,8 +46,11 @@ def s3_store() -> Iterator[S3ObjectStore]:
             mp.setenv("AWS_CONFIG_FILE", "/nonexistent")
             mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
             client = boto3.session.Session().client(
-                "s3", endpoint_url=endpoint, region_name="us-east-1",
-                aws_access_key_id="AKIDBACKUPTEST", aws_secret_access_key="backup-test-secret",
+                "s3",
+                endpoint_url=endpoint,
+                region_name="us-east-1",
+                aws_access_key_id="AKIDBACKUPTEST",
+                aws_secret_access_key="backup-test-secret",
             )
             client.create_bucket(Bucket="backups-test")
         yield S3ObjectStore("backups-test", "p", client=client, endpoint_url=endpoint)

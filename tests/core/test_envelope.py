@@ -32,8 +32,11 @@ def test_wrong_method_is_enveloped_405(client: TestClient) -> None:
 
 
 def test_validation_error_lists_each_field(client: TestClient, admin: Caller) -> None:
-    resp = client.post("/api/data-sources", headers=admin.headers,
-                       json={"name": "x", "source_type": "oracle", "port": False})
+    resp = client.post(
+        "/api/data-sources",
+        headers=admin.headers,
+        json={"name": "x", "source_type": "oracle", "port": False},
+    )
     err = _error(resp, 422, "validation_error")
     locs = {tuple(d["loc"]) for d in err["details"]}
     assert ("body", "source_type") in locs
@@ -65,10 +68,12 @@ def test_request_id_is_echoed(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("value", ["undefined", "null", ""])
-def test_undefined_query_values_mean_not_given(client: TestClient, admin: Caller,
-                                               sqlite_source: dict[str, Any], value: str) -> None:
-    resp = client.get(f"/api/data-sources?source_type={value}&status={value}&limit={value}",
-                      headers=admin.headers)
+def test_undefined_query_values_mean_not_given(
+    client: TestClient, admin: Caller, sqlite_source: dict[str, Any], value: str
+) -> None:
+    resp = client.get(
+        f"/api/data-sources?source_type={value}&status={value}&limit={value}", headers=admin.headers
+    )
     assert resp.status_code == 200, resp.text
     assert resp.json()["data"]["total"] >= 1
 
@@ -79,12 +84,17 @@ def test_clean_query_string_keeps_real_values() -> None:
 
 
 def test_limit_above_500_is_422(client: TestClient, admin: Caller) -> None:
-    _error(client.get("/api/data-sources?limit=501", headers=admin.headers), 422, "validation_error")
+    _error(
+        client.get("/api/data-sources?limit=501", headers=admin.headers), 422, "validation_error"
+    )
 
 
 def test_oversized_body_is_413(client: TestClient, admin: Caller) -> None:
-    resp = client.post("/api/data-sources", headers={**admin.headers, "content-type": "application/json"},
-                       content=b"{" + b" " * (11 * 1024 * 1024) + b"}")
+    resp = client.post(
+        "/api/data-sources",
+        headers={**admin.headers, "content-type": "application/json"},
+        content=b"{" + b" " * (11 * 1024 * 1024) + b"}",
+    )
     _error(resp, 413, "too_large")
 
 
@@ -93,10 +103,13 @@ def test_ready_checks_dependencies(client: TestClient) -> None:
     assert body["data"]["checks"] == {"database": "ok", "storage": "ok", "queue": "ok"}
 
 
-def test_metrics_count_requests_by_route_template(client: TestClient, admin: Caller,
-                                                  sqlite_source: dict[str, Any]) -> None:
+def test_metrics_count_requests_by_route_template(
+    client: TestClient, admin: Caller, sqlite_source: dict[str, Any]
+) -> None:
     client.get(f"/api/data-sources/{sqlite_source['id']}", headers=admin.headers)
     text = client.get("/metrics").text
-    assert ('sourcekeeper_http_requests_total{method="GET",route="/api/data-sources/{data_source_id}",'
-            'status="200"}') in text
+    assert (
+        'sourcekeeper_http_requests_total{method="GET",route="/api/data-sources/{data_source_id}",'
+        'status="200"}'
+    ) in text
     assert "sourcekeeper_http_request_duration_seconds_bucket" in text

@@ -76,16 +76,32 @@ def test_reaper_fails_jobs_with_stale_heartbeat() -> None:
     try:
         now = utcnow()
         with session_scope() as db:
-            db.add_all([
-                ProbeJob(label="dead", status=JobStatus.IN_PROGRESS, started_at=now,
-                         heartbeat_at=now - timedelta(minutes=10)),
-                ProbeJob(label="alive", status=JobStatus.IN_PROGRESS, started_at=now,
-                         heartbeat_at=now - timedelta(seconds=5)),
-                ProbeJob(label="never-beat", status=JobStatus.IN_PROGRESS,
-                         started_at=now - timedelta(minutes=10)),
-                ProbeJob(label="done", status=JobStatus.COMPLETED,
-                         heartbeat_at=now - timedelta(hours=1)),
-            ])
+            db.add_all(
+                [
+                    ProbeJob(
+                        label="dead",
+                        status=JobStatus.IN_PROGRESS,
+                        started_at=now,
+                        heartbeat_at=now - timedelta(minutes=10),
+                    ),
+                    ProbeJob(
+                        label="alive",
+                        status=JobStatus.IN_PROGRESS,
+                        started_at=now,
+                        heartbeat_at=now - timedelta(seconds=5),
+                    ),
+                    ProbeJob(
+                        label="never-beat",
+                        status=JobStatus.IN_PROGRESS,
+                        started_at=now - timedelta(minutes=10),
+                    ),
+                    ProbeJob(
+                        label="done",
+                        status=JobStatus.COMPLETED,
+                        heartbeat_at=now - timedelta(hours=1),
+                    ),
+                ]
+            )
         with session_scope() as db:
             assert tick.reap_stale_jobs(db, utcnow(), timedelta(minutes=2)) == 2
         with session_scope() as db:

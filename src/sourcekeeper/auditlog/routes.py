@@ -32,6 +32,15 @@ def list_audit_events(
     since: datetime | None = None,
 ) -> Envelope[AuditEventList]:
     """Who did what, from where, with what outcome; newest first."""
-    events, total = audit.list_events(db, page=page, action=action, actor=actor,
-                                      data_source_id=data_source_id, outcome=outcome, since=since)
-    return ok(AuditEventList(events=[AuditEventRead.model_validate(e) for e in events], total=total))
+    events, total = audit.list_events(
+        db,
+        page=page,
+        action=action,
+        actor=actor,
+        data_source_id=data_source_id,
+        outcome=outcome,
+        since=since,
+    )
+    return ok(
+        AuditEventList(events=[AuditEventRead.model_validate(e) for e in events], total=total)
+    )

@@ -1,4 +1,6 @@
-"""Record and list audit events; every sensitive action of the API and the workers goes through here."""
+"""Record and list audit events; every sensitive action of the API and the workers goes through
+here.
+"""
 
 from __future__ import annotations
 
@@ -73,8 +75,10 @@ def count_recent(
     db: Session, *, action: str, since: datetime, target: str | None = None, ip: str | None = None
 ) -> int:
     """How many matching events happened since a time (login throttling, incident detection)."""
-    stmt = select(func.count()).select_from(AuditEvent).where(
-        AuditEvent.action == action, AuditEvent.at >= since
+    stmt = (
+        select(func.count())
+        .select_from(AuditEvent)
+        .where(AuditEvent.action == action, AuditEvent.at >= since)
     )
     if target is not None:
         stmt = stmt.where(AuditEvent.target == target)

@@ -38,7 +38,9 @@ def get_current_user(
 ) -> Principal:
     token = bearer.credentials if bearer else cookie
     if not token:
-        raise Unauthenticated("Authentication required: send a Bearer token or the session_token cookie")
+        raise Unauthenticated(
+            "Authentication required: send a Bearer token or the session_token cookie"
+        )
     principal = auth_service.authenticate(db, token)
     request.state.user = principal.username
     structlog.contextvars.bind_contextvars(user=principal.username)
@@ -48,12 +50,19 @@ def get_current_user(
 CurrentUser = Annotated[Principal, Depends(get_current_user)]
 
 
-def deny(db: Session, principal: Principal, perm: str,
-         data_source_id: int | None = None) -> PermissionDenied:
+def deny(
+    db: Session, principal: Principal, perm: str, data_source_id: int | None = None
+) -> PermissionDenied:
     """Record the denied request and build the 403 that names the missing permission."""
-    audit.record_regardless(db, actor=principal.username, action="access.denied", outcome="denied",
-                     data_source_id=data_source_id, target=perm,
-                     details={"permission": perm})
+    audit.record_regardless(
+        db,
+        actor=principal.username,
+        action="access.denied",
+        outcome="denied",
+        data_source_id=data_source_id,
+        target=perm,
+        details={"permission": perm},
+    )
     return PermissionDenied(f"Missing permission: {perm}", [{"permission": perm}])
 
 

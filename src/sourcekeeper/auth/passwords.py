@@ -6,7 +6,8 @@ from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
 _hasher = PasswordHash((Argon2Hasher(),))
-# Verified against when the user does not exist, so a wrong username costs as long as a wrong password.
+# Verified against when the user does not exist, so a wrong username costs as long as a wrong
+# password.
 _DUMMY_HASH = _hasher.hash("sourcekeeper-timing-equaliser")
 
 

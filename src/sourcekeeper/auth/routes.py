@@ -66,21 +66,31 @@ async def _login_form(request: Request) -> LoginForm:
 
 @public.post("/auth/token", openapi_extra=_LOGIN_BODY)
 def login(
-    request: Request, response: Response, db: DbSession,
+    request: Request,
+    response: Response,
+    db: DbSession,
     form: Annotated[LoginForm, Depends(_login_form)],
 ) -> Envelope[TokenOut]:
-    """Exchange a username and password for a session token (also set as the session_token cookie)."""
+    """Exchange a username and password for a session token (also set as the session_token
+    cookie).
+    """
     ip = request.client.host if request.client else None
     row, secret, user = auth_service.login(
         db, username=form.username, password=form.password.get_secret_value(), ip=ip
     )
     settings = get_settings()
     response.set_cookie(
-        "session_token", secret, max_age=settings.token_ttl_hours * 3600, httponly=True,
-        samesite="lax", secure=settings.cookie_secure, path="/",
+        "session_token",
+        secret,
+        max_age=settings.token_ttl_hours * 3600,
+        httponly=True,
+        samesite="lax",
+        secure=settings.cookie_secure,
+        path="/",
     )
-    return ok(TokenOut(access_token=secret, expires_at=row.expires_at,
-                       user=UserRead.model_validate(user)))
+    return ok(
+        TokenOut(access_token=secret, expires_at=row.expires_at, user=UserRead.model_validate(user))
+    )
 
 
 @router.post("/auth/logout")
@@ -95,20 +105,31 @@ def logout(response: Response, db: DbSession, user: CurrentUser) -> Envelope[Log
 def me(user: CurrentUser) -> Envelope[Me]:
     """The caller, with their global permissions."""
     u = user.user
-    return ok(Me(id=u.id, username=u.username, email=u.email, role=u.role,
-                 permissions=sorted(user.permissions), is_active=u.is_active))
+    return ok(
+        Me(
+            id=u.id,
+            username=u.username,
+            email=u.email,
+            role=u.role,
+            permissions=sorted(user.permissions),
+            is_active=u.is_active,
+        )
+    )
 
 
 @router.post("/auth/api-keys", status_code=201)
 def create_api_key(db: DbSession, user: CurrentUser, body: ApiKeyCreate) -> Envelope[ApiKeyOut]:
     """Create an API key for the caller; the key is shown once and used like a token."""
-    row, secret = auth_service.create_api_key(db, principal=user, name=body.name,
-                                              expires_at=body.expires_at)
+    row, secret = auth_service.create_api_key(
+        db, principal=user, name=body.name, expires_at=body.expires_at
+    )
     return ok(ApiKeyOut(id=row.id, name=row.name, key=secret, expires_at=row.expires_at))
 
 
 @users_router.get("")
-def list_users(db: DbSession, _: UserManager, page: Annotated[PageParams, Query()]) -> Envelope[UserList]:
+def list_users(
+    db: DbSession, _: UserManager, page: Annotated[PageParams, Query()]
+) -> Envelope[UserList]:
     users, total = auth_service.list_users(db, page=page)
     return ok(UserList(users=[UserRead.model_validate(u) for u in users], total=total))
 
@@ -125,8 +146,12 @@ def get_user(db: DbSession, _: UserManager, user_id: PathId) -> Envelope[UserOut
 
 
 @users_router.put("/{user_id}")
-def update_user(db: DbSession, actor: UserManager, user_id: PathId, body: UserUpdate) -> Envelope[UserOut]:
-    user = auth_service.update_user(db, user=auth_service.get_user(db, user_id), data=body, actor=actor)
+def update_user(
+    db: DbSession, actor: UserManager, user_id: PathId, body: UserUpdate
+) -> Envelope[UserOut]:
+    user = auth_service.update_user(
+        db, user=auth_service.get_user(db, user_id), data=body, actor=actor
+    )
     return ok(UserOut(user=UserRead.model_validate(user)))
 
 

@@ -71,8 +71,13 @@ def create_user(db: Session, *, data: UserCreate, actor: str | None) -> User:
     )
     db.add(user)
     db.flush()
-    audit.record(db, actor=actor, action="user.created", target=f"user:{user.id}",
-                 details={"username": user.username, "role": user.role})
+    audit.record(
+        db,
+        actor=actor,
+        action="user.created",
+        target=f"user:{user.id}",
+        details={"username": user.username, "role": user.role},
+    )
     return user
 
 
@@ -89,16 +94,26 @@ def update_user(db: Session, *, user: User, data: UserUpdate, actor: Principal) 
         setattr(user, key, value)
     if given.get("is_active") is False:
         _revoke_all(db, user.id)
-    audit.record(db, actor=actor.username, action="user.updated", target=f"user:{user.id}",
-                 details={"fields": sorted(data.given())})
+    audit.record(
+        db,
+        actor=actor.username,
+        action="user.updated",
+        target=f"user:{user.id}",
+        details={"fields": sorted(data.given())},
+    )
     return user
 
 
 def delete_user(db: Session, *, user: User, actor: Principal) -> None:
     if user.id == actor.user.id:
         raise Conflict("You cannot delete yourself")
-    audit.record(db, actor=actor.username, action="user.deleted", target=f"user:{user.id}",
-                 details={"username": user.username})
+    audit.record(
+        db,
+        actor=actor.username,
+        action="user.deleted",
+        target=f"user:{user.id}",
+        details={"username": user.username},
+    )
     db.delete(user)
 
 
@@ -108,35 +123,52 @@ def ensure_admin(db: Session) -> str | None:
         return None
     configured = get_settings().admin_password
     password = configured.get_secret_value() if configured else secrets.token_urlsafe(16)
-    db.add(User(username="admin", email=None, password_hash=hash_password(password),
-                role=Role.ADMIN, is_active=True))
-    audit.record(db, actor=audit.SYSTEM, action="user.created", target="user:admin",
-                 details={"username": "admin", "role": "admin", "first_start": True})
+    db.add(
+        User(
+            username="admin",
+            email=None,
+            password_hash=hash_password(password),
+            role=Role.ADMIN,
+            is_active=True,
+        )
+    )
+    audit.record(
+        db,
+        actor=audit.SYSTEM,
+        action="user.created",
+        target="user:admin",
+        details={"username": "admin", "role": "admin", "first_start": True},
+    )
     return None if configured else password
 
 
 # ---- login and tokens ----------------------------------------------------------------------------
 
 
-def _issue(db: Session, user: User, *, kind: str, name: str | None,
-           expires_at: datetime | None) -> tuple[AuthToken, str]:
+def _issue(
+    db: Session, user: User, *, kind: str, name: str | None, expires_at: datetime | None
+) -> tuple[AuthToken, str]:
     secret = new_token("skt" if kind == "session" else "ska")
-    row = AuthToken(user_id=user.id, kind=kind, name=name, token_hash=hash_token(secret),
-                    expires_at=expires_at)
+    row = AuthToken(
+        user_id=user.id, kind=kind, name=name, token_hash=hash_token(secret), expires_at=expires_at
+    )
     db.add(row)
     db.flush()
     return row, secret
 
 
-def login(db: Session, *, username: str, password: str, ip: str | None) -> tuple[AuthToken, str, User]:
+def login(
+    db: Session, *, username: str, password: str, ip: str | None
+) -> tuple[AuthToken, str, User]:
     """Check credentials (throttled per user and IP) and issue a session token."""
     settings = get_settings()
     since = utcnow() - timedelta(seconds=settings.login_window_seconds)
     target = f"user:{username.lower()}"
     failures = audit.count_recent(db, action="auth.login_failed", since=since, target=target, ip=ip)
     if failures >= settings.login_max_failures:
-        audit.record_regardless(db, actor=username, action="auth.login_throttled", target=target,
-                         outcome="denied")
+        audit.record_regardless(
+            db, actor=username, action="auth.login_throttled", target=target, outcome="denied"
+        )
         raise RateLimited(
             f"Too many failed logins for '{username}' from this address; "
             f"try again in {settings.login_window_seconds // 60} minutes"
@@ -145,9 +177,14 @@ def login(db: Session, *, username: str, password: str, ip: str | None) -> tuple
     good = verify_password(password, user.password_hash if user else None)
     if user is None or not good or not user.is_active:
         # Recorded in its own transaction: the error below rolls this one back.
-        audit.record_regardless(db, actor=username, action="auth.login_failed", target=target,
-                         outcome="failure",
-                         details={"reason": "inactive" if user and good else "bad_credentials"})
+        audit.record_regardless(
+            db,
+            actor=username,
+            action="auth.login_failed",
+            target=target,
+            outcome="failure",
+            details={"reason": "inactive" if user and good else "bad_credentials"},
+        )
         raise Unauthenticated("Invalid username or password")
     user.last_login_at = utcnow()
     expires = utcnow() + timedelta(hours=settings.token_ttl_hours)
@@ -156,14 +193,25 @@ def login(db: Session, *, username: str, password: str, ip: str | None) -> tuple
     return row, secret, user
 
 
-def create_api_key(db: Session, *, principal: Principal, name: str,
-                   expires_at: datetime | None) -> tuple[AuthToken, str]:
+def create_api_key(
+    db: Session, *, principal: Principal, name: str, expires_at: datetime | None
+) -> tuple[AuthToken, str]:
     if expires_at is not None and _aware(expires_at) <= utcnow():
         raise InvalidInput("expires_at must be in the future", field="expires_at")
-    row, secret = _issue(db, principal.user, kind="api_key", name=name,
-                         expires_at=_aware(expires_at) if expires_at else None)
-    audit.record(db, actor=principal.username, action="auth.api_key_created",
-                 target=f"api_key:{row.id}", details={"name": name})
+    row, secret = _issue(
+        db,
+        principal.user,
+        kind="api_key",
+        name=name,
+        expires_at=_aware(expires_at) if expires_at else None,
+    )
+    audit.record(
+        db,
+        actor=principal.username,
+        action="auth.api_key_created",
+        target=f"api_key:{row.id}",
+        details={"name": name},
+    )
     return row, secret
 
 
@@ -185,8 +233,9 @@ def logout(db: Session, *, principal: Principal) -> None:
     row = db.get(AuthToken, principal.token_id)
     if row is not None and row.revoked_at is None:
         row.revoked_at = utcnow()
-    audit.record(db, actor=principal.username, action="auth.logout",
-                 target=f"user:{principal.user.id}")
+    audit.record(
+        db, actor=principal.username, action="auth.logout", target=f"user:{principal.user.id}"
+    )
 
 
 def _revoke_all(db: Session, user_id: int, kind: str | None = None) -> None:
@@ -255,15 +304,20 @@ def users_with_access(db: Session, data_source_id: int) -> list[User]:
         DataSourceGrant.revoked_at.is_(None),
         or_(DataSourceGrant.expires_at.is_(None), DataSourceGrant.expires_at > now),
     )
-    return list(db.scalars(
-        select(User).where(User.is_active.is_(True))
-        .where(or_(User.role == Role.ADMIN, User.id.in_(granted))).order_by(User.id)
-    ))
+    return list(
+        db.scalars(
+            select(User)
+            .where(User.is_active.is_(True))
+            .where(or_(User.role == Role.ADMIN, User.id.in_(granted)))
+            .order_by(User.id)
+        )
+    )
 
 
 def list_grants(db: Session, data_source_id: int) -> list[tuple[DataSourceGrant, User]]:
     rows = db.execute(
-        select(DataSourceGrant, User).join(User, User.id == DataSourceGrant.user_id)
+        select(DataSourceGrant, User)
+        .join(User, User.id == DataSourceGrant.user_id)
         .where(DataSourceGrant.data_source_id == data_source_id)
         .order_by(DataSourceGrant.id)
     ).all()
@@ -290,8 +344,11 @@ def create_grant(db: Session, *, data: GrantCreate, actor: str) -> DataSourceGra
     if data.expires_at is not None and _aware(data.expires_at) <= utcnow():
         raise InvalidInput("expires_at must be in the future", field="expires_at")
     grant = DataSourceGrant(
-        user_id=user.id, data_source_id=data.data_source_id, role=data.role,
-        permissions=sorted(set(data.permissions or [])), granted_by=actor,
+        user_id=user.id,
+        data_source_id=data.data_source_id,
+        role=data.role,
+        permissions=sorted(set(data.permissions or [])),
+        granted_by=actor,
         expires_at=_aware(data.expires_at) if data.expires_at else None,
     )
     db.add(grant)
@@ -299,14 +356,20 @@ def create_grant(db: Session, *, data: GrantCreate, actor: str) -> DataSourceGra
         db.flush()
     except IntegrityError as exc:
         raise InvalidInput("No such data source", field="data_source_id") from exc
-    audit.record(db, actor=actor, action="grant.created", target=f"grant:{grant.id}",
-                 data_source_id=grant.data_source_id,
-                 details={"user": user.username, "role": grant.role,
-                          "permissions": grant.permissions})
+    audit.record(
+        db,
+        actor=actor,
+        action="grant.created",
+        target=f"grant:{grant.id}",
+        data_source_id=grant.data_source_id,
+        details={"user": user.username, "role": grant.role, "permissions": grant.permissions},
+    )
     return grant
 
 
-def update_grant(db: Session, *, grant: DataSourceGrant, data: GrantUpdate, actor: str) -> DataSourceGrant:
+def update_grant(
+    db: Session, *, grant: DataSourceGrant, data: GrantUpdate, actor: str
+) -> DataSourceGrant:
     given = data.model_dump(exclude_unset=True)
     if given.get("role") is not None:
         grant.role = given["role"]
@@ -317,8 +380,14 @@ def update_grant(db: Session, *, grant: DataSourceGrant, data: GrantUpdate, acto
         if expires is not None and _aware(expires) <= utcnow():
             raise InvalidInput("expires_at must be in the future", field="expires_at")
         grant.expires_at = _aware(expires) if expires else None
-    audit.record(db, actor=actor, action="grant.updated", target=f"grant:{grant.id}",
-                 data_source_id=grant.data_source_id, details={"fields": sorted(given)})
+    audit.record(
+        db,
+        actor=actor,
+        action="grant.updated",
+        target=f"grant:{grant.id}",
+        data_source_id=grant.data_source_id,
+        details={"fields": sorted(given)},
+    )
     return grant
 
 
@@ -326,12 +395,25 @@ def revoke_grant(db: Session, *, grant: DataSourceGrant, actor: str) -> None:
     """Revoke rather than delete, so the list keeps who had access and until when."""
     if grant.revoked_at is None:
         grant.revoked_at = utcnow()
-    audit.record(db, actor=actor, action="grant.revoked", target=f"grant:{grant.id}",
-                 data_source_id=grant.data_source_id, details={"user_id": grant.user_id})
+    audit.record(
+        db,
+        actor=actor,
+        action="grant.revoked",
+        target=f"grant:{grant.id}",
+        data_source_id=grant.data_source_id,
+        details={"user_id": grant.user_id},
+    )
 
 
 def grant_creator(db: Session, *, user: User, data_source_id: int) -> None:
     """A non-admin who registers a source gets `admin` on it."""
     if user.role != Role.ADMIN:
-        db.add(DataSourceGrant(user_id=user.id, data_source_id=data_source_id, role="admin",
-                               permissions=[], granted_by=user.username))
+        db.add(
+            DataSourceGrant(
+                user_id=user.id,
+                data_source_id=data_source_id,
+                role="admin",
+                permissions=[],
+                granted_by=user.username,
+            )
+        )

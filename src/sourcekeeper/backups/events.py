@@ -58,12 +58,20 @@ def backup_finished(db: Session, *, backup: Backup, ds: DataSource) -> None:
     if backup.status == JobStatus.COMPLETED:
         took = f" in {seconds:.0f} s" if seconds is not None else ""
         notifications.emit(
-            db, event_type="backup.completed", category=CATEGORY, type="success", priority="low",
+            db,
+            event_type="backup.completed",
+            category=CATEGORY,
+            type="success",
+            priority="low",
             title=f"{label} of '{ds.name}' completed",
-            message=(f"{label} '{backup.name}' finished{took}: {human_size(backup.size_bytes)} "
-                     f"stored encrypted ({human_size(backup.original_size_bytes)} before "
-                     "compression)."),
-            data_source_id=ds.id, action_url=_backup_url(backup), tags=["backup", engine],
+            message=(
+                f"{label} '{backup.name}' finished{took}: {human_size(backup.size_bytes)} "
+                f"stored encrypted ({human_size(backup.original_size_bytes)} before "
+                "compression)."
+            ),
+            data_source_id=ds.id,
+            action_url=_backup_url(backup),
+            tags=["backup", engine],
             metadata={**details, "size_bytes": backup.size_bytes},
         )
         size, original = backup.size_bytes or 0, backup.original_size_bytes or 0
@@ -77,61 +85,98 @@ def backup_finished(db: Session, *, backup: Backup, ds: DataSource) -> None:
                     BACKUP_THROUGHPUT.labels(engine=engine).observe(original / seconds)
 
         after_commit(db, count_success)
-        audit.record(db, actor=backup.created_by, action="backup.completed",
-                     target=f"backup:{backup.id}", data_source_id=ds.id,
-                     details={**details, "size_bytes": backup.size_bytes,
-                              "checksum_sha256": backup.checksum_sha256})
+        audit.record(
+            db,
+            actor=backup.created_by,
+            action="backup.completed",
+            target=f"backup:{backup.id}",
+            data_source_id=ds.id,
+            details={
+                **details,
+                "size_bytes": backup.size_bytes,
+                "checksum_sha256": backup.checksum_sha256,
+            },
+        )
         return
     outcome = str(backup.status)
     after_commit(db, lambda: BACKUPS.labels(engine=engine, outcome=outcome).inc())
-    audit.record(db, actor=backup.created_by, action=f"backup.{outcome}",
-                 target=f"backup:{backup.id}", data_source_id=ds.id,
-                 outcome="failure" if outcome == JobStatus.FAILED else "success",
-                 details={**details, "error": backup.error_message})
+    audit.record(
+        db,
+        actor=backup.created_by,
+        action=f"backup.{outcome}",
+        target=f"backup:{backup.id}",
+        data_source_id=ds.id,
+        outcome="failure" if outcome == JobStatus.FAILED else "success",
+        details={**details, "error": backup.error_message},
+    )
     if backup.status == JobStatus.FAILED:
         reason = backup.error_message or "unknown error"
         notifications.emit(
-            db, event_type="backup.failed", category=CATEGORY, type="error",
-            priority=_priority(ds), title=f"{label} of '{ds.name}' failed: {reason}",
+            db,
+            event_type="backup.failed",
+            category=CATEGORY,
+            type="error",
+            priority=_priority(ds),
+            title=f"{label} of '{ds.name}' failed: {reason}",
             message=f"{label} '{backup.name}' failed: {reason}",
-            data_source_id=ds.id, action_url=_backup_url(backup), tags=["backup", engine],
+            data_source_id=ds.id,
+            action_url=_backup_url(backup),
+            tags=["backup", engine],
             metadata=details,
         )
 
 
 def verification_finished(db: Session, *, backup: Backup, ds: DataSource, actor: str) -> None:
     ok = backup.verification_status == "verified"
-    audit.record(db, actor=actor, action="backup.verified", target=f"backup:{backup.id}",
-                 data_source_id=ds.id, outcome="success" if ok else "failure",
-                 details={"backup_id": backup.id, "error": backup.verification_error})
+    audit.record(
+        db,
+        actor=actor,
+        action="backup.verified",
+        target=f"backup:{backup.id}",
+        data_source_id=ds.id,
+        outcome="success" if ok else "failure",
+        details={"backup_id": backup.id, "error": backup.verification_error},
+    )
     if not ok:
         notifications.emit(
-            db, event_type="backup.verification_failed", category=CATEGORY, type="warning",
+            db,
+            event_type="backup.verification_failed",
+            category=CATEGORY,
+            type="warning",
             priority=_priority(ds),
             title=f"Backup '{backup.name}' of '{ds.name}' failed verification: "
-                  f"{backup.verification_error}",
+            f"{backup.verification_error}",
             message=f"Backup '{backup.name}' failed verification: {backup.verification_error}. "
-                    "Do not rely on it for a restore.",
-            data_source_id=ds.id, action_url=_backup_url(backup), tags=["backup", "verify"],
+            "Do not rely on it for a restore.",
+            data_source_id=ds.id,
+            action_url=_backup_url(backup),
+            tags=["backup", "verify"],
             metadata={"backup_id": backup.id},
         )
 
 
-def restore_finished(db: Session, *, restore: Restore, ds: DataSource,
-                     target_name: str) -> None:
+def restore_finished(db: Session, *, restore: Restore, ds: DataSource, target_name: str) -> None:
     """Notify, audit and count a restore that reached completed, failed or cancelled."""
     engine = ds.source_type
     outcome = str(restore.status)
     after_commit(db, lambda: RESTORES.labels(engine=engine, outcome=outcome).inc())
-    details = {"restore_id": restore.id, "backup_id": restore.backup_id, "target": restore.target,
-               "target_database": restore.target_database,
-               "target_data_source_id": restore.target_data_source_id,
-               "safety_backup_id": restore.safety_backup_id}
-    audit.record(db, actor=restore.created_by, action=f"restore.{outcome}",
-                 target=f"restore:{restore.id}", data_source_id=ds.id,
-                 outcome="failure" if outcome == JobStatus.FAILED else "success",
-                 details={**details, "error": restore.error_message,
-                          "verified": restore.verified})
+    details = {
+        "restore_id": restore.id,
+        "backup_id": restore.backup_id,
+        "target": restore.target,
+        "target_database": restore.target_database,
+        "target_data_source_id": restore.target_data_source_id,
+        "safety_backup_id": restore.safety_backup_id,
+    }
+    audit.record(
+        db,
+        actor=restore.created_by,
+        action=f"restore.{outcome}",
+        target=f"restore:{restore.id}",
+        data_source_id=ds.id,
+        outcome="failure" if outcome == JobStatus.FAILED else "success",
+        details={**details, "error": restore.error_message, "verified": restore.verified},
+    )
     if restore.status == JobStatus.COMPLETED:
         mismatch = restore.verified is False
         title = f"Restore of '{ds.name}' into {target_name} completed"
@@ -142,17 +187,30 @@ def restore_finished(db: Session, *, restore: Restore, ds: DataSource,
         elif restore.verified:
             message += " Row counts match those recorded at backup time."
         notifications.emit(
-            db, event_type="restore.completed", category=CATEGORY,
-            type="warning" if mismatch else "success", priority="high" if mismatch else "medium",
-            title=title, message=message, data_source_id=ds.id, action_url=_restore_url(restore),
-            tags=["restore", engine], metadata=details,
+            db,
+            event_type="restore.completed",
+            category=CATEGORY,
+            type="warning" if mismatch else "success",
+            priority="high" if mismatch else "medium",
+            title=title,
+            message=message,
+            data_source_id=ds.id,
+            action_url=_restore_url(restore),
+            tags=["restore", engine],
+            metadata=details,
         )
     elif restore.status == JobStatus.FAILED:
         reason = restore.error_message or "unknown error"
         notifications.emit(
-            db, event_type="restore.failed", category=CATEGORY, type="error",
-            priority=_priority(ds), title=f"Restore of '{ds.name}' failed: {reason}",
+            db,
+            event_type="restore.failed",
+            category=CATEGORY,
+            type="error",
+            priority=_priority(ds),
+            title=f"Restore of '{ds.name}' failed: {reason}",
             message=f"Restoring backup {restore.backup_id} into {target_name} failed: {reason}",
-            data_source_id=ds.id, action_url=_restore_url(restore), tags=["restore", engine],
+            data_source_id=ds.id,
+            action_url=_restore_url(restore),
+            tags=["restore", engine],
             metadata=details,
         )

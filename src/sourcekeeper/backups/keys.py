@@ -64,8 +64,9 @@ def ensure_identity(db: Session) -> str | None:
     secret = str(identity)
     register_secret(secret)
     recipient = str(identity.to_public())
-    db.add(BackupKey(recipient=recipient,
-                     identity_encrypted=encrypt_secret(secret, context=_CONTEXT)))
+    db.add(
+        BackupKey(recipient=recipient, identity_encrypted=encrypt_secret(secret, context=_CONTEXT))
+    )
     db.flush()
     log.info("backup_identity_created", recipient=recipient)
     return recipient
@@ -139,8 +140,10 @@ def missing_identity_hint() -> str:
     """Why an artifact may not decrypt: written to operator recipients whose key we lack."""
     settings = get_settings()
     if settings.backup_recipients and settings.backup_identity_file is None:
-        return ("; backups are encrypted to SOURCEKEEPER_BACKUP_RECIPIENTS: set "
-                "SOURCEKEEPER_BACKUP_IDENTITY_FILE to the matching age identity file")
+        return (
+            "; backups are encrypted to SOURCEKEEPER_BACKUP_RECIPIENTS: set "
+            "SOURCEKEEPER_BACKUP_IDENTITY_FILE to the matching age identity file"
+        )
     return ""
 
 

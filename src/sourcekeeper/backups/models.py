@@ -20,15 +20,22 @@ class Backup(JobState, Base):
     __tablename__ = "backups"
     __table_args__ = (
         Index("ix_backups_source_created", "data_source_id", "created_at"),
-        Index("uq_backups_one_active_per_source", "data_source_id", unique=True,
-              sqlite_where=_ONE_ACTIVE, postgresql_where=_ONE_ACTIVE),
+        Index(
+            "uq_backups_one_active_per_source",
+            "data_source_id",
+            unique=True,
+            sqlite_where=_ONE_ACTIVE,
+            postgresql_where=_ONE_ACTIVE,
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     data_source_id: Mapped[int] = mapped_column(ForeignKey("data_sources.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
     type: Mapped[str] = mapped_column(String(16), default="full")
-    trigger: Mapped[str] = mapped_column(String(16), default="manual")  # manual|schedule|pre_restore
+    trigger: Mapped[str] = mapped_column(
+        String(16), default="manual"
+    )  # manual|schedule|pre_restore
     schedule_id: Mapped[int | None] = mapped_column(
         ForeignKey("backup_schedules.id", ondelete="SET NULL")
     )

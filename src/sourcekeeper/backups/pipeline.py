@@ -354,8 +354,9 @@ def open_plain(
     decrypter.start()
     pipe = os.fdopen(read_fd, "rb", buffering=CHUNK)
     unpacker: Any = zstd.ZstdDecompressor().stream_reader(pipe, read_size=CHUNK, closefd=False)
-    raw = _PlainRaw(unpacker, decrypter, failure, expected_size=expected_size, counters=counters,
-                    stop=stop)
+    raw = _PlainRaw(
+        unpacker, decrypter, failure, expected_size=expected_size, counters=counters, stop=stop
+    )
     try:
         yield io.BufferedReader(raw, buffer_size=CHUNK)
     finally:

@@ -90,8 +90,9 @@ def begin_run(db: Session, *, restore_id: int) -> RestorePlan | None:
     restore.heartbeat_at = now
     restore.progress = 0.0
     backup = db.get(Backup, restore.backup_id) if restore.backup_id else None
-    target_ds = (db.get(DataSource, restore.target_data_source_id)
-                 if restore.target_data_source_id else ds)
+    target_ds = (
+        db.get(DataSource, restore.target_data_source_id) if restore.target_data_source_id else ds
+    )
     try:
         if backup is None or backup.status != JobStatus.COMPLETED or not backup.location:
             raise NotCompleted("the backup was deleted or is no longer complete")
@@ -105,22 +106,36 @@ def begin_run(db: Session, *, restore_id: int) -> RestorePlan | None:
         return None
     if restore.target in (RestoreTarget.ORIGINAL, RestoreTarget.SOURCE):
         safety = backups_service.new_backup(
-            db, data_source=target_ds, actor=restore.created_by, trigger="pre_restore",
+            db,
+            data_source=target_ds,
+            actor=restore.created_by,
+            trigger="pre_restore",
             name=f"Before restore {restore.id} ({utcnow():%Y-%m-%d %H:%M})",
             description=f"Taken automatically before restoring backup {backup.id}",
         )
         restore.safety_backup_id = safety.id
-        audit.record(db, actor=restore.created_by, action="backup.started",
-                     target=f"backup:{safety.id}", data_source_id=target_ds.id,
-                     details={"backup_id": safety.id, "trigger": "pre_restore",
-                              "restore_id": restore.id})
+        audit.record(
+            db,
+            actor=restore.created_by,
+            action="backup.started",
+            target=f"backup:{safety.id}",
+            data_source_id=target_ds.id,
+            details={"backup_id": safety.id, "trigger": "pre_restore", "restore_id": restore.id},
+        )
     return RestorePlan(
-        restore_id=restore.id, engine=ds.source_type, connector=connector, key=backup.location,
-        checksum_sha256=backup.checksum_sha256 or "", original_size=backup.original_size_bytes,
-        identities=identities, target=RestoreTarget(restore.target),
+        restore_id=restore.id,
+        engine=ds.source_type,
+        connector=connector,
+        key=backup.location,
+        checksum_sha256=backup.checksum_sha256 or "",
+        original_size=backup.original_size_bytes,
+        identities=identities,
+        target=RestoreTarget(restore.target),
         target_database=restore.target_database,
         target_label=_label(restore.target, ds, target_ds, restore.target_database),
-        tables=restore.tables, clean=restore.clean, verify=restore.verify,
+        tables=restore.tables,
+        clean=restore.clean,
+        verify=restore.verify,
         recorded_counts=(backup.meta or {}).get("row_counts"),
         safety_backup_id=restore.safety_backup_id,
     )
@@ -133,8 +148,11 @@ def record_heartbeat(db: Session, *, plan: RestorePlan, counters: pipeline.Count
         progress = min(99.0, round(counters.plain_bytes * 100 / plan.original_size, 1))
     result = db.execute(
         update(Restore)
-        .where(Restore.id == plan.restore_id, Restore.status == JobStatus.IN_PROGRESS,
-               Restore.cancel_requested.is_(False))
+        .where(
+            Restore.id == plan.restore_id,
+            Restore.status == JobStatus.IN_PROGRESS,
+            Restore.cancel_requested.is_(False),
+        )
         .values(heartbeat_at=utcnow(), bytes_processed=counters.plain_bytes, progress=progress)
     )
     return getattr(result, "rowcount", 1) == 0
@@ -147,10 +165,14 @@ def compare_counts(
     names = tables or sorted(recorded)
     mismatches = [
         {"table": t, "expected": recorded.get(t), "actual": actual.get(t)}
-        for t in names if recorded.get(t) != actual.get(t)
+        for t in names
+        if recorded.get(t) != actual.get(t)
     ]
-    return {"tables_checked": len(names), "row_counts_match": not mismatches,
-            "mismatches": mismatches}
+    return {
+        "tables_checked": len(names),
+        "row_counts_match": not mismatches,
+        "mismatches": mismatches,
+    }
 
 
 def execute(plan: RestorePlan, *, tick: Tick) -> RestoreOutcome:
@@ -163,10 +185,20 @@ def execute(plan: RestorePlan, *, tick: Tick) -> RestoreOutcome:
     try:
         with monitor:
             artifact = spool / "artifact.age"
-            pipeline.fetch_verified(get_store().open(plan.key), artifact, plan.checksum_sha256,
-                                    counters=counters, stop=monitor.stop)
-            with pipeline.open_plain(artifact, plan.identities, expected_size=plan.original_size,
-                                     counters=counters, stop=monitor.stop) as plain:
+            pipeline.fetch_verified(
+                get_store().open(plan.key),
+                artifact,
+                plan.checksum_sha256,
+                counters=counters,
+                stop=monitor.stop,
+            )
+            with pipeline.open_plain(
+                artifact,
+                plan.identities,
+                expected_size=plan.original_size,
+                counters=counters,
+                stop=monitor.stop,
+            ) as plain:
                 plain.peek(1)  # decrypts the header: a wrong key fails before the target is touched
                 if plan.target == RestoreTarget.NEW and database is not None:
                     if connector.database_exists(database):
@@ -175,26 +207,40 @@ def execute(plan: RestorePlan, *, tick: Tick) -> RestoreOutcome:
                         connector.create_database(database)
                     created = True
                 touched = True
-                parallel = (plan.engine == "postgresql" and PARALLEL_JOBS > 1
-                            and (plan.original_size or 0) >= PARALLEL_MIN_BYTES
-                            and len(plan.tables or plan.recorded_counts or ()) > 1)
+                parallel = (
+                    plan.engine == "postgresql"
+                    and PARALLEL_JOBS > 1
+                    and (plan.original_size or 0) >= PARALLEL_MIN_BYTES
+                    and len(plan.tables or plan.recorded_counts or ()) > 1
+                )
                 if parallel:
                     dump_file = spool / "dump"
                     pipeline.spool_plain(plain, dump_file)
-                    connector.restore_file(dump_file, database=database, tables=plan.tables,
-                                           clean=plan.clean, jobs=PARALLEL_JOBS,
-                                           cancel=monitor.stop)
+                    connector.restore_file(
+                        dump_file,
+                        database=database,
+                        tables=plan.tables,
+                        clean=plan.clean,
+                        jobs=PARALLEL_JOBS,
+                        cancel=monitor.stop,
+                    )
                 else:
-                    connector.restore(plain, database=database, tables=plan.tables,
-                                      clean=plan.clean, cancel=monitor.stop)
+                    connector.restore(
+                        plain,
+                        database=database,
+                        tables=plan.tables,
+                        clean=plan.clean,
+                        cancel=monitor.stop,
+                    )
                     pipeline.drain(plain)  # a tool may stop reading early; the end checks must run
             if monitor.stop.is_set():
                 raise pipeline.Cancelled()
             verification = None
             if plan.verify and plan.recorded_counts is not None:
                 target = connector.for_database(database) if database else connector
-                verification = compare_counts(plan.recorded_counts, target.table_row_counts(),
-                                              plan.tables)
+                verification = compare_counts(
+                    plan.recorded_counts, target.table_row_counts(), plan.tables
+                )
     except Exception as exc:
         if created:
             with suppress(Exception):
@@ -209,8 +255,10 @@ def execute(plan: RestorePlan, *, tick: Tick) -> RestoreOutcome:
         elif created:
             message += f"; the new database '{database}' was removed again"
         elif plan.safety_backup_id is not None:
-            message += (f"; safety backup {plan.safety_backup_id} holds the target as it was "
-                        "before the restore")
+            message += (
+                f"; safety backup {plan.safety_backup_id} holds the target as it was "
+                "before the restore"
+            )
         damaged = isinstance(exc, pipeline.ChecksumMismatch | pipeline.ArtifactUnreadable)
         return RestoreOutcome(JobStatus.FAILED, message, artifact_damaged=damaged)
     finally:
@@ -218,8 +266,9 @@ def execute(plan: RestorePlan, *, tick: Tick) -> RestoreOutcome:
     return RestoreOutcome(JobStatus.COMPLETED, verification=verification)
 
 
-def _finish(db: Session, restore: Restore, ds: DataSource, outcome: RestoreOutcome,
-            label: str) -> None:
+def _finish(
+    db: Session, restore: Restore, ds: DataSource, outcome: RestoreOutcome, label: str
+) -> None:
     now = utcnow()
     restore.completed_at = now
     restore.heartbeat_at = now
@@ -228,8 +277,11 @@ def _finish(db: Session, restore: Restore, ds: DataSource, outcome: RestoreOutco
     if outcome.status == JobStatus.COMPLETED:
         restore.progress = 100.0
         restore.verification = outcome.verification
-        restore.verified = (bool(outcome.verification["row_counts_match"])
-                            if outcome.verification is not None else None)
+        restore.verified = (
+            bool(outcome.verification["row_counts_match"])
+            if outcome.verification is not None
+            else None
+        )
     else:
         restore.error_message = outcome.error
     events.restore_finished(db, restore=restore, ds=ds, target_name=label)
@@ -254,8 +306,13 @@ def finish_run(db: Session, *, plan: RestorePlan, outcome: RestoreOutcome) -> No
 
 def fail_before_restore(db: Session, *, plan: RestorePlan, message: str) -> None:
     """The safety backup did not succeed: the restore fails and the target stays as it is."""
-    finish_run(db, plan=plan, outcome=RestoreOutcome(
-        JobStatus.FAILED, f"the safety backup failed ({message}); the target was not touched"))
+    finish_run(
+        db,
+        plan=plan,
+        outcome=RestoreOutcome(
+            JobStatus.FAILED, f"the safety backup failed ({message}); the target was not touched"
+        ),
+    )
 
 
 def on_reaped(db: Session, row: Any) -> None:

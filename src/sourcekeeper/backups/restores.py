@@ -57,8 +57,7 @@ def list_restores(
 ) -> tuple[list[Restore], int]:
     """Restores of the source's backups and restores onto it, newest first."""
     stmt: Select[Any] = (
-        select(Restore).where(_involving(ds))
-        .order_by(Restore.created_at.desc(), Restore.id.desc())
+        select(Restore).where(_involving(ds)).order_by(Restore.created_at.desc(), Restore.id.desc())
     )
     if status:
         stmt = stmt.where(Restore.status == status)
@@ -79,8 +78,11 @@ def _resolve_tables(backup: Backup, engine: str, requested: list[str] | None) ->
         if recorded is None or name in recorded:
             resolved = name
         else:
-            matches = [t for t in recorded if engine == "postgresql" and "." not in name
-                       and t.rpartition(".")[2] == name]
+            matches = [
+                t
+                for t in recorded
+                if engine == "postgresql" and "." not in name and t.rpartition(".")[2] == name
+            ]
             if len(matches) != 1:
                 why = "is ambiguous (" + ", ".join(matches) + ")" if matches else "is not"
                 raise InvalidInput(f"Table '{name}' {why} in backup {backup.id}", field="tables")
@@ -99,7 +101,8 @@ def _target_database(target_ds: DataSource, name: str) -> str:
     if not DATABASE_NAME.fullmatch(name):
         raise InvalidInput(
             "target_database must be an identifier: a letter or underscore, then up to 62 "
-            "letters, digits or underscores", field="target_database",
+            "letters, digits or underscores",
+            field="target_database",
         )
     return name
 
@@ -129,12 +132,14 @@ def start(
     wanted = given.get("target")
     name = given.get("target_database")
     if wanted == "original" and name is not None:
-        raise InvalidInput("target_database is only used with target 'new'",
-                           field="target_database")
+        raise InvalidInput(
+            "target_database is only used with target 'new'", field="target_database"
+        )
     if wanted == "new" or (wanted is None and name is not None):
         if name is None:
-            raise InvalidInput("target_database is required when target is 'new'",
-                               field="target_database")
+            raise InvalidInput(
+                "target_database is required when target is 'new'", field="target_database"
+            )
         target, database = RestoreTarget.NEW, _target_database(target_ds, name)
         connector = datasources_service.connector_for(target_ds)
         if connector.database_exists(database):
@@ -150,26 +155,44 @@ def start(
         select(Restore.id).where(
             Restore.status.in_(ACTIVE),
             func.coalesce(Restore.target_data_source_id, Restore.data_source_id) == target_ds.id,
-            Restore.target_database.is_(None) if database is None
+            Restore.target_database.is_(None)
+            if database is None
             else Restore.target_database == database,
         )
     )
     if busy is not None:
         raise RestoreInProgress(f"Restore {busy} onto the same target is already queued or running")
     restore = Restore(
-        backup_id=backup.id, data_source_id=ds.id, created_at=utcnow(),
-        target=target.value, target_database=database,
+        backup_id=backup.id,
+        data_source_id=ds.id,
+        created_at=utcnow(),
+        target=target.value,
+        target_database=database,
         target_data_source_id=target_ds.id if target_ds.id != ds.id else None,
-        tables=tables, clean=given.get("clean", True), verify=given.get("verify", True),
-        status=JobStatus.SCHEDULED, bytes_processed=0, created_by=actor or audit.SYSTEM,
+        tables=tables,
+        clean=given.get("clean", True),
+        verify=given.get("verify", True),
+        status=JobStatus.SCHEDULED,
+        bytes_processed=0,
+        created_by=actor or audit.SYSTEM,
     )
     db.add(restore)
     db.flush()
-    audit.record(db, actor=actor, action="restore.started", target=f"restore:{restore.id}",
-                 data_source_id=ds.id,
-                 details={"restore_id": restore.id, "backup_id": backup.id, "target": target,
-                          "target_database": database, "target_data_source_id": target_ds.id,
-                          "tables": tables})
+    audit.record(
+        db,
+        actor=actor,
+        action="restore.started",
+        target=f"restore:{restore.id}",
+        data_source_id=ds.id,
+        details={
+            "restore_id": restore.id,
+            "backup_id": backup.id,
+            "target": target,
+            "target_database": database,
+            "target_data_source_id": target_ds.id,
+            "tables": tables,
+        },
+    )
     enqueue_after_commit(db, "backups.restore", restore_id=restore.id)
     return restore
 
@@ -182,6 +205,12 @@ def cancel(db: Session, *, restore: Restore, actor: str) -> Restore:
     restore.cancel_requested = True
     restore.completed_at = utcnow()
     restore.error_message = f"Cancelled by {actor}"
-    audit.record(db, actor=actor, action="restore.cancelled", target=f"restore:{restore.id}",
-                 data_source_id=restore.data_source_id, details={"restore_id": restore.id})
+    audit.record(
+        db,
+        actor=actor,
+        action="restore.cancelled",
+        target=f"restore:{restore.id}",
+        data_source_id=restore.data_source_id,
+        details={"restore_id": restore.id},
+    )
     return restore

@@ -30,8 +30,9 @@ from sourcekeeper.core.permissions import Perm
 from sourcekeeper.datasources.deps import authorize_source, data_source_for
 from sourcekeeper.datasources.models import DataSource
 
-router = APIRouter(prefix="/api/data-sources/{data_source_id}", tags=["backups"],
-                   responses=COMMON_ERRORS)
+router = APIRouter(
+    prefix="/api/data-sources/{data_source_id}", tags=["backups"], responses=COMMON_ERRORS
+)
 
 BackupViewer = Annotated[DataSource, Depends(data_source_for(Perm.BACKUP_VIEW))]
 BackupCreator = Annotated[DataSource, Depends(data_source_for(Perm.BACKUP_CREATE))]
@@ -115,8 +116,12 @@ def verify_backup(
 @router.get(
     "/backups/{backup_id}/download",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}},
-                     "description": "The encrypted artifact (age, then zstd inside)"}},
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": "The encrypted artifact (age, then zstd inside)",
+        }
+    },
 )
 def download_backup(
     db: DbSession, user: CurrentUser, ds: BackupRestorer, backup_id: PathId
@@ -151,8 +156,9 @@ def restore_backup(
     target = None
     if body is not None and body.target_data_source_id is not None:
         target = authorize_source(db, user, body.target_data_source_id, Perm.BACKUP_RESTORE)
-    restore = restores.start(db, backup=backup, ds=ds, data=body, actor=user.username,
-                             target_source=target)
+    restore = restores.start(
+        db, backup=backup, ds=ds, data=body, actor=user.username, target_source=target
+    )
     return ok(RestoreOut(restore=RestoreRead.of(restore)))
 
 

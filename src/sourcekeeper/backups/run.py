@@ -59,7 +59,8 @@ def _estimate(db: Session, ds: DataSource) -> int | None:
     return db.scalar(
         select(Backup.original_size_bytes)
         .where(Backup.data_source_id == ds.id, Backup.status == JobStatus.COMPLETED)
-        .order_by(Backup.completed_at.desc()).limit(1)
+        .order_by(Backup.completed_at.desc())
+        .limit(1)
     )
 
 
@@ -86,8 +87,12 @@ def begin_run(db: Session, *, backup_id: int) -> BackupPlan | None:
     backup.progress = 0.0 if estimate else None
     backup.recipient = recipients[0]
     return BackupPlan(
-        backup_id=backup.id, data_source_id=ds.id, engine=ds.source_type, connector=connector,
-        key=artifact_key(ds.id, backup.id, ds.source_type), recipients=recipients,
+        backup_id=backup.id,
+        data_source_id=ds.id,
+        engine=ds.source_type,
+        connector=connector,
+        key=artifact_key(ds.id, backup.id, ds.source_type),
+        recipients=recipients,
         estimated_size=estimate,
     )
 
@@ -99,8 +104,11 @@ def record_heartbeat(db: Session, *, plan: BackupPlan, counters: pipeline.Counte
         progress = min(99.0, round(counters.plain_bytes * 100 / plan.estimated_size, 1))
     result = db.execute(
         update(Backup)
-        .where(Backup.id == plan.backup_id, Backup.status == JobStatus.IN_PROGRESS,
-               Backup.cancel_requested.is_(False))
+        .where(
+            Backup.id == plan.backup_id,
+            Backup.status == JobStatus.IN_PROGRESS,
+            Backup.cancel_requested.is_(False),
+        )
         .values(heartbeat_at=utcnow(), bytes_processed=counters.plain_bytes, progress=progress)
     )
     return getattr(result, "rowcount", 1) == 0
@@ -131,8 +139,12 @@ def execute(plan: BackupPlan, *, tick: Tick) -> BackupOutcome:
                 monitor.on_stop(dump.kill)
                 with store.open_writer(plan.key) as writer:
                     written = pipeline.encrypt_stream(
-                        dump.stdout, writer, plan.recipients, counters=counters,
-                        stop=monitor.stop, abort_source=dump.kill,
+                        dump.stdout,
+                        writer,
+                        plan.recipients,
+                        counters=counters,
+                        stop=monitor.stop,
+                        abort_source=dump.kill,
                     )
                     dump.wait()
                     info = dict(dump.info)

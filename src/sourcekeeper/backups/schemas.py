@@ -60,9 +60,10 @@ class RestoreCreate(Input):
     target: Literal["original", "new"] | None = None
     target_database: Annotated[Str, Field(min_length=1, max_length=1024)] | None = None
     target_data_source_id: Annotated[Int, Field(ge=1, le=MAX_ID)] | None = None
-    tables: Annotated[
-        list[Annotated[Str, Field(min_length=1, max_length=255)]], Field(max_length=5000)
-    ] | None = None
+    tables: (
+        Annotated[list[Annotated[Str, Field(min_length=1, max_length=255)]], Field(max_length=5000)]
+        | None
+    ) = None
     clean: Bool | None = None
     verify: Bool | None = None
 

@@ -88,7 +88,8 @@ def list_backups(
 ) -> tuple[list[Backup], int]:
     """A source's backups, newest first."""
     stmt: Select[Any] = (
-        select(Backup).where(Backup.data_source_id == ds.id)
+        select(Backup)
+        .where(Backup.data_source_id == ds.id)
         .order_by(Backup.created_at.desc(), Backup.id.desc())
     )
     if status:
@@ -176,18 +177,32 @@ def start(
         )
     try:
         backup = new_backup(
-            db, data_source=data_source, actor=actor, trigger=trigger, name=given.get("name"),
+            db,
+            data_source=data_source,
+            actor=actor,
+            trigger=trigger,
+            name=given.get("name"),
             retention_days=given.get("retention_days", DEFAULT_RETENTION_DAYS),
-            description=given.get("description"), schedule_id=schedule_id,
+            description=given.get("description"),
+            schedule_id=schedule_id,
         )
     except IntegrityError:
         raise BackupInProgress(
             f"A backup of data source {data_source.id} is already queued or running"
         ) from None
-    audit.record(db, actor=actor, action="backup.started", target=f"backup:{backup.id}",
-                 data_source_id=data_source.id,
-                 details={"backup_id": backup.id, "name": backup.name, "trigger": trigger,
-                          "schedule_id": schedule_id})
+    audit.record(
+        db,
+        actor=actor,
+        action="backup.started",
+        target=f"backup:{backup.id}",
+        data_source_id=data_source.id,
+        details={
+            "backup_id": backup.id,
+            "name": backup.name,
+            "trigger": trigger,
+            "schedule_id": schedule_id,
+        },
+    )
     enqueue_after_commit(db, "backups.run", backup_id=backup.id)
     return backup
 
@@ -201,14 +216,21 @@ def cancel(db: Session, *, backup: Backup, actor: str) -> Backup:
     backup.cancel_requested = True
     backup.completed_at = now
     backup.error_message = f"Cancelled by {actor}"
-    audit.record(db, actor=actor, action="backup.cancelled", target=f"backup:{backup.id}",
-                 data_source_id=backup.data_source_id, details={"backup_id": backup.id})
+    audit.record(
+        db,
+        actor=actor,
+        action="backup.cancelled",
+        target=f"backup:{backup.id}",
+        data_source_id=backup.data_source_id,
+        details={"backup_id": backup.id},
+    )
     return backup
 
 
 def _active_restore_of(db: Session, backup_id: int) -> int | None:
-    return db.scalar(select(Restore.id).where(Restore.backup_id == backup_id,
-                                              Restore.status.in_(ACTIVE)))
+    return db.scalar(
+        select(Restore.id).where(Restore.backup_id == backup_id, Restore.status.in_(ACTIVE))
+    )
 
 
 def delete(db: Session, *, backup: Backup, actor: str) -> None:
@@ -222,10 +244,19 @@ def delete(db: Session, *, backup: Backup, actor: str) -> None:
     if backup.location:
         # Before the row: if storage is down the caller gets 503 and nothing changes.
         get_store().delete(backup.location)
-    audit.record(db, actor=actor, action="backup.deleted", target=f"backup:{backup.id}",
-                 data_source_id=backup.data_source_id,
-                 details={"backup_id": backup.id, "name": backup.name,
-                          "location": backup.location, "size_bytes": backup.size_bytes})
+    audit.record(
+        db,
+        actor=actor,
+        action="backup.deleted",
+        target=f"backup:{backup.id}",
+        data_source_id=backup.data_source_id,
+        details={
+            "backup_id": backup.id,
+            "name": backup.name,
+            "location": backup.location,
+            "size_bytes": backup.size_bytes,
+        },
+    )
     db.delete(backup)
     db.flush()
 
@@ -235,22 +266,28 @@ def prepare_source_deletion(
 ) -> None:
     """Before a source goes: 409 while a job runs on it, 409 `has_backups` unless asked to
     delete them, else remove its artifacts and backup rows."""
-    running = db.scalar(select(Backup.id).where(Backup.data_source_id == ds.id,
-                                                Backup.status.in_(ACTIVE)))
+    running = db.scalar(
+        select(Backup.id).where(Backup.data_source_id == ds.id, Backup.status.in_(ACTIVE))
+    )
     if running is not None:
         raise BackupInProgress(
             f"Backup {running} of data source {ds.id} is queued or running; cancel it first"
         )
-    restoring = db.scalar(select(Restore.id).where(
-        or_(Restore.data_source_id == ds.id, Restore.target_data_source_id == ds.id),
-        Restore.status.in_(ACTIVE),
-    ))
+    restoring = db.scalar(
+        select(Restore.id).where(
+            or_(Restore.data_source_id == ds.id, Restore.target_data_source_id == ds.id),
+            Restore.status.in_(ACTIVE),
+        )
+    )
     if restoring is not None:
         raise BackupInProgress(
             f"Restore {restoring} involving data source {ds.id} is queued or running"
         )
-    stored = list(db.scalars(select(Backup).where(Backup.data_source_id == ds.id,
-                                                  Backup.location.is_not(None))))
+    stored = list(
+        db.scalars(
+            select(Backup).where(Backup.data_source_id == ds.id, Backup.location.is_not(None))
+        )
+    )
     if stored and not delete_backups:
         raise HasBackups(
             f"Data source {ds.id} still has {len(stored)} stored backup(s); delete them first "
@@ -260,9 +297,14 @@ def prepare_source_deletion(
     for backup in stored:
         store.delete(backup.location or "")
     if stored:
-        audit.record(db, actor=actor, action="backup.deleted", target=f"data_source:{ds.id}",
-                     data_source_id=ds.id,
-                     details={"backup_ids": [b.id for b in stored], "with_data_source": True})
+        audit.record(
+            db,
+            actor=actor,
+            action="backup.deleted",
+            target=f"data_source:{ds.id}",
+            data_source_id=ds.id,
+            details={"backup_ids": [b.id for b in stored], "with_data_source": True},
+        )
     db.execute(sql_delete(Restore).where(Restore.data_source_id == ds.id))
     db.execute(sql_delete(Backup).where(Backup.data_source_id == ds.id))
 
@@ -288,8 +330,13 @@ def open_download(db: Session, *, backup: Backup, actor: str) -> Download:
     store = get_store()
     size = store.size(backup.location)
     stream = store.open(backup.location)
-    audit.record(db, actor=actor, action="backup.downloaded", target=f"backup:{backup.id}",
-                 data_source_id=backup.data_source_id,
-                 details={"backup_id": backup.id, "size_bytes": size})
+    audit.record(
+        db,
+        actor=actor,
+        action="backup.downloaded",
+        target=f"backup:{backup.id}",
+        data_source_id=backup.data_source_id,
+        details={"backup_id": backup.id, "size_bytes": size},
+    )
     name = backup.location.rsplit("/", 1)[-1]
     return Download(filename=f"backup-{backup.data_source_id}-{name}", size=size, stream=stream)

@@ -30,22 +30,36 @@ def stats(db: Session, *, ds: DataSource) -> BackupStats:
     """Counts, sizes, success rate and mean duration of a source's backups."""
     by_status = dict(
         db.execute(
-            select(Backup.status, func.count()).where(Backup.data_source_id == ds.id)
+            select(Backup.status, func.count())
+            .where(Backup.data_source_id == ds.id)
             .group_by(Backup.status)
-        ).tuples().all()
+        )
+        .tuples()
+        .all()
     )
     total = sum(by_status.values())
     ok = by_status.get(JobStatus.COMPLETED, 0)
     failed = by_status.get(JobStatus.FAILED, 0)
-    size = db.scalar(
-        select(func.coalesce(func.sum(Backup.size_bytes), 0))
-        .where(Backup.data_source_id == ds.id, Backup.status == JobStatus.COMPLETED)
-    ) or 0
-    spans = db.execute(
-        select(Backup.started_at, Backup.completed_at)
-        .where(Backup.data_source_id == ds.id, Backup.status == JobStatus.COMPLETED,
-               Backup.started_at.is_not(None), Backup.completed_at.is_not(None))
-    ).tuples().all()
+    size = (
+        db.scalar(
+            select(func.coalesce(func.sum(Backup.size_bytes), 0)).where(
+                Backup.data_source_id == ds.id, Backup.status == JobStatus.COMPLETED
+            )
+        )
+        or 0
+    )
+    spans = (
+        db.execute(
+            select(Backup.started_at, Backup.completed_at).where(
+                Backup.data_source_id == ds.id,
+                Backup.status == JobStatus.COMPLETED,
+                Backup.started_at.is_not(None),
+                Backup.completed_at.is_not(None),
+            )
+        )
+        .tuples()
+        .all()
+    )
     durations = [(end - begin).total_seconds() for begin, end in spans if begin and end]
     finished = ok + failed  # a cancelled backup is the user's choice, not a failure
     return BackupStats(
@@ -82,30 +96,47 @@ def _human(delta: timedelta) -> str:
 def status(db: Session, *, ds: DataSource) -> BackupStatusRead:
     """The backup-status view: recent backups, stats, next run, health and its reasons."""
     now = utcnow()
-    recent = list(db.scalars(
-        select(Backup).where(Backup.data_source_id == ds.id)
-        .order_by(Backup.created_at.desc(), Backup.id.desc()).limit(STATUS_BACKUPS)
-    ))
+    recent = list(
+        db.scalars(
+            select(Backup)
+            .where(Backup.data_source_id == ds.id)
+            .order_by(Backup.created_at.desc(), Backup.id.desc())
+            .limit(STATUS_BACKUPS)
+        )
+    )
     last_success = db.scalar(
-        select(Backup).where(Backup.data_source_id == ds.id,
-                             Backup.status == JobStatus.COMPLETED)
-        .order_by(Backup.completed_at.desc(), Backup.id.desc()).limit(1)
+        select(Backup)
+        .where(Backup.data_source_id == ds.id, Backup.status == JobStatus.COMPLETED)
+        .order_by(Backup.completed_at.desc(), Backup.id.desc())
+        .limit(1)
     )
     last_finished = db.scalar(
-        select(Backup).where(Backup.data_source_id == ds.id,
-                             Backup.status.in_((JobStatus.COMPLETED, JobStatus.FAILED)))
-        .order_by(Backup.completed_at.desc(), Backup.id.desc()).limit(1)
+        select(Backup)
+        .where(
+            Backup.data_source_id == ds.id,
+            Backup.status.in_((JobStatus.COMPLETED, JobStatus.FAILED)),
+        )
+        .order_by(Backup.completed_at.desc(), Backup.id.desc())
+        .limit(1)
     )
-    schedules = list(db.scalars(
-        select(BackupSchedule).where(BackupSchedule.data_source_id == ds.id,
-                                     BackupSchedule.enabled.is_(True))
-    ))
+    schedules = list(
+        db.scalars(
+            select(BackupSchedule).where(
+                BackupSchedule.data_source_id == ds.id, BackupSchedule.enabled.is_(True)
+            )
+        )
+    )
     active_schedules = schedules if ds.backup_enabled else []
     next_runs = [s.next_run for s in active_schedules if s.next_run is not None]
-    used = db.execute(
-        select(func.coalesce(func.sum(Backup.size_bytes), 0), func.count())
-        .where(Backup.data_source_id == ds.id, Backup.location.is_not(None))
-    ).tuples().one()
+    used = (
+        db.execute(
+            select(func.coalesce(func.sum(Backup.size_bytes), 0), func.count()).where(
+                Backup.data_source_id == ds.id, Backup.location.is_not(None)
+            )
+        )
+        .tuples()
+        .one()
+    )
 
     issues: list[str] = []
     level = HealthLevel.HEALTHY
@@ -116,8 +147,11 @@ def status(db: Session, *, ds: DataSource) -> BackupStatusRead:
         if severity == HealthLevel.CRITICAL or level == HealthLevel.HEALTHY:
             level = severity
 
-    gaps = [g for s in active_schedules
-            if (g := schedule_gap(s.cron_expression, s.timezone, now)) is not None]
+    gaps = [
+        g
+        for s in active_schedules
+        if (g := schedule_gap(s.cron_expression, s.timezone, now)) is not None
+    ]
     if gaps:
         allowed = 2 * min(gaps)
         why = f"twice the schedule interval of {_human(min(gaps))}"
@@ -127,22 +161,33 @@ def status(db: Session, *, ds: DataSource) -> BackupStatusRead:
     if last_success is None or last_success.completed_at is None:
         age = now - ds.created_at
         severity = HealthLevel.CRITICAL if age > allowed else HealthLevel.WARNING
-        flag(severity, "No successful backup exists yet"
-             + (f"; the source was registered {_human(age)} ago" if age > allowed else ""))
+        flag(
+            severity,
+            "No successful backup exists yet"
+            + (f"; the source was registered {_human(age)} ago" if age > allowed else ""),
+        )
     elif (age := now - last_success.completed_at) > allowed:
-        flag(HealthLevel.CRITICAL,
-             f"The last successful backup finished {_human(age)} ago; one is expected at least "
-             f"every {_human(allowed)} ({why})")
+        flag(
+            HealthLevel.CRITICAL,
+            f"The last successful backup finished {_human(age)} ago; one is expected at least "
+            f"every {_human(allowed)} ({why})",
+        )
     if last_finished is not None and last_finished.status == JobStatus.FAILED:
-        flag(HealthLevel.WARNING,
-             f"The most recent backup failed: {last_finished.error_message or 'unknown error'}")
+        flag(
+            HealthLevel.WARNING,
+            f"The most recent backup failed: {last_finished.error_message or 'unknown error'}",
+        )
     if last_success is not None and last_success.verification_status == "failed":
-        flag(HealthLevel.WARNING,
-             "The newest successful backup failed verification: "
-             f"{last_success.verification_error or 'unknown error'}")
+        flag(
+            HealthLevel.WARNING,
+            "The newest successful backup failed verification: "
+            f"{last_success.verification_error or 'unknown error'}",
+        )
     if schedules and not ds.backup_enabled:
-        flag(HealthLevel.WARNING, "Scheduled backups are turned off for this source "
-                                  "(backup_enabled is false)")
+        flag(
+            HealthLevel.WARNING,
+            "Scheduled backups are turned off for this source (backup_enabled is false)",
+        )
     elif not schedules:
         flag(HealthLevel.WARNING, "No backup schedule is enabled: only manual backups are taken")
 

@@ -48,8 +48,14 @@ def request(db: Session, *, backup: Backup, actor: str) -> Backup:
         raise NotCompleted(
             f"Backup {backup.id} is {backup.status}; only completed backups can be verified"
         )
-    audit.record(db, actor=actor, action="backup.verify_requested", target=f"backup:{backup.id}",
-                 data_source_id=backup.data_source_id, details={"backup_id": backup.id})
+    audit.record(
+        db,
+        actor=actor,
+        action="backup.verify_requested",
+        target=f"backup:{backup.id}",
+        data_source_id=backup.data_source_id,
+        details={"backup_id": backup.id},
+    )
     enqueue_after_commit(db, "backups.verify", backup_id=backup.id, actor=actor)
     return backup
 
@@ -85,14 +91,20 @@ def begin(db: Session, *, backup_id: int, actor: str) -> VerifyPlan | None:
         identities = keys.identities(db)
         connector = type(datasources_service.connector_for(ds))
     except AppError as exc:
-        _record(db, backup=backup, ds=ds, actor=actor,
-                outcome=VerifyOutcome(False, user_message(exc)))
+        _record(
+            db, backup=backup, ds=ds, actor=actor, outcome=VerifyOutcome(False, user_message(exc))
+        )
         return None
     counts = (backup.meta or {}).get("row_counts")
     return VerifyPlan(
-        backup_id=backup.id, actor=actor, connector=connector, key=backup.location,
-        checksum_sha256=backup.checksum_sha256 or "", original_size=backup.original_size_bytes,
-        identities=identities, recorded_tables=sorted(counts) if counts is not None else None,
+        backup_id=backup.id,
+        actor=actor,
+        connector=connector,
+        key=backup.location,
+        checksum_sha256=backup.checksum_sha256 or "",
+        original_size=backup.original_size_bytes,
+        identities=identities,
+        recorded_tables=sorted(counts) if counts is not None else None,
     )
 
 
@@ -103,18 +115,25 @@ def execute(plan: VerifyPlan) -> VerifyOutcome:
     counters = pipeline.Counters()
     try:
         artifact = spool / "artifact.age"
-        pipeline.fetch_verified(get_store().open(plan.key), artifact, plan.checksum_sha256,
-                                counters=counters, stop=stop)
-        with pipeline.open_plain(artifact, plan.identities, expected_size=plan.original_size,
-                                 counters=counters, stop=stop) as plain:
+        pipeline.fetch_verified(
+            get_store().open(plan.key), artifact, plan.checksum_sha256, counters=counters, stop=stop
+        )
+        with pipeline.open_plain(
+            artifact,
+            plan.identities,
+            expected_size=plan.original_size,
+            counters=counters,
+            stop=stop,
+        ) as plain:
             tables = plan.connector.toc(plain)
             pipeline.drain(plain)  # the TOC may come first: read on, so every check runs
         if plan.recorded_tables is not None:
             missing = sorted(set(plan.recorded_tables) - set(tables))
             if missing:
                 return VerifyOutcome(
-                    False, "the dump lacks tables that existed at backup time: "
-                    + ", ".join(missing[:20]), len(tables),
+                    False,
+                    "the dump lacks tables that existed at backup time: " + ", ".join(missing[:20]),
+                    len(tables),
                 )
         return VerifyOutcome(True, None, len(tables))
     except Exception as exc:
@@ -125,8 +144,9 @@ def execute(plan: VerifyPlan) -> VerifyOutcome:
         shutil.rmtree(spool, ignore_errors=True)
 
 
-def _record(db: Session, *, backup: Backup, ds: DataSource, actor: str,
-            outcome: VerifyOutcome) -> None:
+def _record(
+    db: Session, *, backup: Backup, ds: DataSource, actor: str, outcome: VerifyOutcome
+) -> None:
     backup.verification_status = "verified" if outcome.ok else "failed"
     backup.verified_at = utcnow()
     backup.verification_error = outcome.error

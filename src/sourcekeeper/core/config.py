@@ -12,13 +12,17 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Safe defaults give the embedded mode: SQLite, local storage and an in-process worker under ./data."""
+    """Safe defaults give the embedded mode: SQLite, local storage and an in-process worker
+    under ./data.
+    """
 
     model_config = SettingsConfigDict(env_prefix="SOURCEKEEPER_", env_file=".env", extra="ignore")
 
     data_dir: Path = Path("./data")
     database_url: str | None = None  # default: sqlite file in data_dir
-    queue_url: str | None = None  # default: sqlite file in data_dir; postgresql:// or redis:// to scale out
+    queue_url: str | None = (
+        None  # default: sqlite file in data_dir; postgresql:// or redis:// to scale out
+    )
     storage_url: str | None = None  # default: file://data_dir/artifacts; or s3://bucket/prefix
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
@@ -36,7 +40,9 @@ class Settings(BaseSettings):
     login_max_failures: int = 5  # per user+IP within login_window_seconds, then 429
     login_window_seconds: int = 300
     connect_timeout_seconds: float = 5.0
-    metrics_token: SecretStr | None = None  # when set, /metrics needs "Authorization: Bearer <token>"
+    metrics_token: SecretStr | None = (
+        None  # when set, /metrics needs "Authorization: Bearer <token>"
+    )
     worker_threads: int = 2
     heartbeat_stale_seconds: int = 120
     cookie_secure: bool = False

@@ -109,7 +109,8 @@ def after_commit(db: Session, action: AfterCommit) -> None:
 
 def after_close(db: Session, action: AfterCommit) -> None:
     """Run `action` once the transaction has ended, committed or rolled back (e.g. record a denial
-    that must survive the request's rollback; on SQLite it cannot be written while we hold the lock)."""
+    that must survive the request's rollback; on SQLite it cannot be written while we hold the
+    lock)."""
     db.info.setdefault("after_close", []).append(action)
 
 

@@ -104,12 +104,16 @@ def register_handlers(app: FastAPI) -> None:
         if exc.status_code == 404 and message == "Not Found":
             message = f"No route matches {request.method} {request.url.path}"
         return error_response(request, exc.status_code, code, message, headers=exc.headers)
-    # Unexpected exceptions are answered by middleware.RequestContextMiddleware (500, request id only).
+
+    # Unexpected exceptions are answered by middleware.RequestContextMiddleware (500, request id
+    # only).
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the error envelope."""
-    return {s: {"model": ErrorEnvelope, "description": _HTTP_CODES.get(s, "error")} for s in statuses}
+    return {
+        s: {"model": ErrorEnvelope, "description": _HTTP_CODES.get(s, "error")} for s in statuses
+    }
 
 
 # Every protected route may answer these; routers declare them once.

@@ -1,4 +1,6 @@
-"""One error hierarchy for the whole service; handlers in core.envelope turn it into the contract's shape."""
+"""One error hierarchy for the whole service; handlers in core.envelope turn it into the
+contract's shape.
+"""
 
 from __future__ import annotations
 

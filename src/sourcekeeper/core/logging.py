@@ -45,7 +45,9 @@ def _redact_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> d
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """One JSON line per event on stderr; stdlib loggers (uvicorn, huey) go through the same pipe."""
+    """One JSON line per event on stderr; stdlib loggers (uvicorn, huey) go through the same
+    pipe.
+    """
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,

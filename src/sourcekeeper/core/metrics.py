@@ -40,4 +40,6 @@ QUEUE_DEPTH = Gauge("sourcekeeper_queue_depth", "Tasks waiting in the queue")
 NOTIFICATIONS_CREATED = Counter(
     "sourcekeeper_notifications_created_total", "Notification copies written", ["category"]
 )
-JOBS_REAPED = Counter("sourcekeeper_jobs_reaped_total", "Jobs marked failed after a stale heartbeat", ["kind"])
+JOBS_REAPED = Counter(
+    "sourcekeeper_jobs_reaped_total", "Jobs marked failed after a stale heartbeat", ["kind"]
+)

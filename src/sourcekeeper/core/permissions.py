@@ -112,7 +112,9 @@ def global_permissions(role: str) -> frozenset[Perm]:
 
 
 def source_permissions(role: str, grant_role: str | None, flags: list[str]) -> frozenset[Perm]:
-    """Effective permissions on one source: (what the grant gives) ∩ (what the global role allows)."""
+    """Effective permissions on one source: (what the grant gives) ∩ (what the global role
+    allows).
+    """
     user_role = Role(role)
     if user_role is Role.ADMIN:
         return SOURCE_PERMS

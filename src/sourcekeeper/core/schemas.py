@@ -23,7 +23,8 @@ def _as_utc(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-# Every timestamp goes out as ISO 8601 UTC with "Z" (SQLite hands back naive datetimes that are UTC).
+# Every timestamp goes out as ISO 8601 UTC with "Z" (SQLite hands back naive datetimes that are
+# UTC).
 UtcDateTime = Annotated[datetime, PlainSerializer(_as_utc, return_type=str, when_used="json")]
 
 
@@ -61,7 +62,6 @@ class Input(BaseModel):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
 
 
 Int = StrictInt

@@ -21,16 +21,24 @@ from sourcekeeper.datasources.models import DataSource
 SourceId = Annotated[int, Path(ge=1, le=MAX_ID, description="Data source id")]
 
 
-def authorize_source(db: Session, principal: Principal, data_source_id: int, perm: Perm) -> DataSource:
+def authorize_source(
+    db: Session, principal: Principal, data_source_id: int, perm: Perm
+) -> DataSource:
     """404 when the source is missing or not granted to the caller (its existence stays hidden);
     403 naming the permission when granted without it."""
     ds = datasources_service.get(db, data_source_id)
     perms = auth_service.source_access(db, principal, data_source_id) if ds else None
     if ds is None or perms is None:
         if ds is not None:
-            audit.record_regardless(db, actor=principal.username, action="access.denied", outcome="denied",
-                             data_source_id=data_source_id, target=perm,
-                             details={"permission": perm, "reason": "no_grant"})
+            audit.record_regardless(
+                db,
+                actor=principal.username,
+                action="access.denied",
+                outcome="denied",
+                data_source_id=data_source_id,
+                target=perm,
+                details={"permission": perm, "reason": "no_grant"},
+            )
         raise NotFound(f"Data source {data_source_id} does not exist")
     if perm not in perms:
         raise deny(db, principal, perm, data_source_id)

@@ -43,15 +43,23 @@ def list_data_sources(
 ) -> Envelope[DataSourceList]:
     """Sources the caller may see, newest first."""
     items, total = datasources_service.list_sources(
-        db, page=page, visible_ids=auth_service.visible_source_ids(db, user),
-        source_type=source_type, status=status, environment=environment, search=search,
+        db,
+        page=page,
+        visible_ids=auth_service.visible_source_ids(db, user),
+        source_type=source_type,
+        status=status,
+        environment=environment,
+        search=search,
     )
-    return ok(DataSourceList(data_sources=[DataSourceRead.model_validate(d) for d in items],
-                             total=total))
+    return ok(
+        DataSourceList(data_sources=[DataSourceRead.model_validate(d) for d in items], total=total)
+    )
 
 
 @router.post("", status_code=201)
-def create_data_source(db: DbSession, user: SourceCreator, body: DataSourceCreate) -> Envelope[DataSourceOut]:
+def create_data_source(
+    db: DbSession, user: SourceCreator, body: DataSourceCreate
+) -> Envelope[DataSourceOut]:
     """Register a source; its password is stored encrypted and never returned."""
     ds = datasources_service.create(db, data=body, actor=user.user)
     return ok(DataSourceOut(data_source=DataSourceRead.model_validate(ds)))
@@ -74,16 +82,23 @@ def update_data_source(
 def delete_data_source(
     db: DbSession, user: CurrentUser, ds: SourceDeleter, delete_backups: bool = False
 ) -> Envelope[Deleted]:
-    """Delete a source; refuses while a job runs, or while it has backups unless delete_backups=true."""
+    """Delete a source; refuses while a job runs, or while it has backups unless
+    delete_backups=true.
+    """
     source_id = ds.id
-    backups_service.prepare_source_deletion(db, ds=ds, delete_backups=delete_backups,
-                                            actor=user.username)
+    backups_service.prepare_source_deletion(
+        db, ds=ds, delete_backups=delete_backups, actor=user.username
+    )
     datasources_service.delete(db, ds=ds, actor=user.username)
     return ok(Deleted(id=source_id))
 
 
 @router.post("/{data_source_id}/test-connection")
-def test_connection(db: DbSession, user: CurrentUser, ds: SourceManager) -> Envelope[ConnectionTest]:
-    """Connect once and report version, latency and SSL; ok=false with a message when unreachable."""
+def test_connection(
+    db: DbSession, user: CurrentUser, ds: SourceManager
+) -> Envelope[ConnectionTest]:
+    """Connect once and report version, latency and SSL; ok=false with a message when
+    unreachable.
+    """
     check = datasources_service.test_connection(db, ds=ds, actor=user.username)
     return ok(ConnectionTest.model_validate(check))

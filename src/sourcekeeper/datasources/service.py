@@ -58,13 +58,15 @@ def list_sources(
         stmt = stmt.where(DataSource.environment == environment)
     if search:
         like = f"%{search.lower()}%"
-        stmt = stmt.where(or_(
-            func.lower(DataSource.name).like(like),
-            func.lower(func.coalesce(DataSource.description, "")).like(like),
-            func.lower(func.coalesce(DataSource.database_name, "")).like(like),
-            func.lower(func.coalesce(DataSource.owner, "")).like(like),
-            func.lower(func.coalesce(DataSource.team, "")).like(like),
-        ))
+        stmt = stmt.where(
+            or_(
+                func.lower(DataSource.name).like(like),
+                func.lower(func.coalesce(DataSource.description, "")).like(like),
+                func.lower(func.coalesce(DataSource.database_name, "")).like(like),
+                func.lower(func.coalesce(DataSource.owner, "")).like(like),
+                func.lower(func.coalesce(DataSource.team, "")).like(like),
+            )
+        )
     return paginate(db, stmt, page)
 
 
@@ -110,7 +112,9 @@ def _set_password(ds: DataSource, password: str | None) -> None:
 
 
 def create(db: Session, *, data: DataSourceCreate, actor: User) -> DataSource:
-    """Register a source; the password is encrypted, and a non-admin creator is granted admin on it."""
+    """Register a source; the password is encrypted, and a non-admin creator is granted admin on
+    it.
+    """
     values = data.given()
     password = values.pop("password", None)
     if _name_taken(db, data.name):
@@ -122,8 +126,14 @@ def create(db: Session, *, data: DataSourceCreate, actor: User) -> DataSource:
     db.flush()
     _set_password(ds, password.get_secret_value() if password else None)
     auth_service.grant_creator(db, user=actor, data_source_id=ds.id)
-    audit.record(db, actor=actor.username, action="datasource.created", target=f"data_source:{ds.id}",
-                 data_source_id=ds.id, details={"name": ds.name, "source_type": ds.source_type})
+    audit.record(
+        db,
+        actor=actor.username,
+        action="datasource.created",
+        target=f"data_source:{ds.id}",
+        data_source_id=ds.id,
+        details={"name": ds.name, "source_type": ds.source_type},
+    )
     return ds
 
 
@@ -139,14 +149,26 @@ def update(db: Session, *, ds: DataSource, data: DataSourceUpdate, actor: str) -
     if password is not None:
         _set_password(ds, password.get_secret_value())
     changed = sorted(values) + (["password"] if password is not None else [])
-    audit.record(db, actor=actor, action="datasource.updated", target=f"data_source:{ds.id}",
-                 data_source_id=ds.id, details={"fields": changed})
+    audit.record(
+        db,
+        actor=actor,
+        action="datasource.updated",
+        target=f"data_source:{ds.id}",
+        data_source_id=ds.id,
+        details={"fields": changed},
+    )
     return ds
 
 
 def delete(db: Session, *, ds: DataSource, actor: str) -> None:
-    audit.record(db, actor=actor, action="datasource.deleted", target=f"data_source:{ds.id}",
-                 data_source_id=ds.id, details={"name": ds.name})
+    audit.record(
+        db,
+        actor=actor,
+        action="datasource.deleted",
+        target=f"data_source:{ds.id}",
+        data_source_id=ds.id,
+        details={"name": ds.name},
+    )
     db.delete(ds)
 
 
@@ -176,7 +198,9 @@ def connector_for(ds: DataSource) -> Connector:
 
 
 def record_reachability(db: Session, *, ds: DataSource, ok: bool, message: str) -> bool:
-    """Remember whether the source answered; True when it just went from reachable to unreachable."""
+    """Remember whether the source answered; True when it just went from reachable to
+    unreachable.
+    """
     went_down = not ok and ds.last_reachable is not False
     ds.last_reachable = ok
     if ok and ds.status in ("pending", "error"):
@@ -191,12 +215,23 @@ def test_connection(db: Session, *, ds: DataSource, actor: str) -> ConnectionChe
     check = connector_for(ds).test_connection()
     if record_reachability(db, ds=ds, ok=check.ok, message=check.message):
         notifications_service.emit(
-            db, event_type="datasource.unreachable", category="connectivity", type="error",
-            priority="high", title=f"Data source '{ds.name}' is unreachable",
+            db,
+            event_type="datasource.unreachable",
+            category="connectivity",
+            type="error",
+            priority="high",
+            title=f"Data source '{ds.name}' is unreachable",
             message=f"Data source '{ds.name}' is unreachable: {check.message}",
-            data_source_id=ds.id, action_url=f"/data-sources/{ds.id}",
+            data_source_id=ds.id,
+            action_url=f"/data-sources/{ds.id}",
         )
-    audit.record(db, actor=actor, action="datasource.connection_tested",
-                 target=f"data_source:{ds.id}", data_source_id=ds.id,
-                 outcome="success" if check.ok else "failure", details={"message": check.message})
+    audit.record(
+        db,
+        actor=actor,
+        action="datasource.connection_tested",
+        target=f"data_source:{ds.id}",
+        data_source_id=ds.id,
+        outcome="success" if check.ok else "failure",
+        details={"message": check.message},
+    )
     return check

@@ -1,4 +1,6 @@
-"""Columns every long-running job row shares, so the client polls one row and the reaper scans all."""
+"""Columns every long-running job row shares, so the client polls one row and the reaper scans
+all.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The periodic tick: reaper first, then each registered domain step, each in its own transaction."""
+"""The periodic tick: reaper first, then each registered domain step, each in its own
+transaction.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The once-a-minute tick: domains register steps (schedules, retention, purges); the reaper is ours."""
+"""The once-a-minute tick: domains register steps (schedules, retention, purges); the reaper is
+ours.
+"""
 
 from __future__ import annotations
 

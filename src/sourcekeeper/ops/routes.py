@@ -44,8 +44,11 @@ def ready() -> Envelope[Readiness]:
     """Checks the metadata database, the artifact store and the queue; 503 names what failed."""
     checks: dict[str, str] = {}
     failed: list[str] = []
-    for name, probe in (("database", _check_db), ("storage", lambda: get_store().check()),
-                        ("queue", queue.check_queue)):
+    for name, probe in (
+        ("database", _check_db),
+        ("storage", lambda: get_store().check()),
+        ("queue", queue.check_queue),
+    ):
         try:
             probe()
             checks[name] = "ok"
@@ -53,8 +56,10 @@ def ready() -> Envelope[Readiness]:
             checks[name] = f"failed: {type(exc).__name__}"
             failed.append(name)
     if failed:
-        raise Unavailable(f"Not ready: {', '.join(failed)} unavailable",
-                          [{"check": k, "status": v} for k, v in checks.items()])
+        raise Unavailable(
+            f"Not ready: {', '.join(failed)} unavailable",
+            [{"check": k, "status": v} for k, v in checks.items()],
+        )
     return ok(Readiness(checks=checks))
 
 

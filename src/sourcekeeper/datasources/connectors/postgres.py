@@ -418,7 +418,11 @@ class _SnapshotDump(SubprocessDump):
     """
 
     def __init__(
-        self, argv: list[str], *, conn: psycopg.Connection[Any], connector: PostgresConnector,
+        self,
+        argv: list[str],
+        *,
+        conn: psycopg.Connection[Any],
+        connector: PostgresConnector,
         **kwargs: Any,
     ) -> None:
         self._conn = conn

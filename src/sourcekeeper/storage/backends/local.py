@@ -61,8 +61,9 @@ class _LocalWriter(ObjectWriter):
         _makedirs(temp_dir)
         # mkstemp creates the file 0600 whatever the umask; the key's basename helps when debugging,
         # the key's hash lets `discard_partial` find this write's leftovers after a crash.
-        fd, name = tempfile.mkstemp(dir=temp_dir, prefix=_temp_prefix(key, final_path),
-                                    suffix=".part")
+        fd, name = tempfile.mkstemp(
+            dir=temp_dir, prefix=_temp_prefix(key, final_path), suffix=".part"
+        )
         self.temp_path = Path(name)
         self._file = os.fdopen(fd, "wb")
 
