@@ -16,12 +16,15 @@ import typer
 if TYPE_CHECKING:
     from sourcekeeper.client import Client
 
-app = typer.Typer(help="sourcekeeper: keeps data sources backed up, reported on and audited.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="sourcekeeper: keeps data sources backed up, reported on and audited.",
+    no_args_is_help=True,
+)
 user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
-backup_app = typer.Typer(help="Start, list and verify backups on a running service.",
-                         no_args_is_help=True)
+backup_app = typer.Typer(
+    help="Start, list and verify backups on a running service.", no_args_is_help=True
+)
 app.add_typer(backup_app, name="backup")
 keys_app = typer.Typer(help="The service's backup encryption key.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -31,7 +34,9 @@ app.add_typer(keys_app, name="keys")
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
-    no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not run jobs in this process")] = False,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Do not run jobs in this process")
+    ] = False,
 ) -> None:
     """Run the API (with an embedded worker unless --no-worker)."""
     import uvicorn
@@ -49,10 +54,12 @@ def serve(
     typer.echo(f"data directory: {settings.resolved_data_dir}")
     if password:
         typer.echo(f"First start: created user 'admin' with password: {password}")
-        typer.echo("  (shown once; change it with PUT /api/users/1 or set SOURCEKEEPER_ADMIN_PASSWORD)")
+        typer.echo(
+            "  (shown once; change it with PUT /api/users/1 or set SOURCEKEEPER_ADMIN_PASSWORD)"
+        )
     else:
         typer.echo("Log in with POST /auth/token as an existing user (first user: 'admin').")
-    typer.echo(f'  curl -s -X POST {url}/auth/token -d username=admin -d password=...')
+    typer.echo(f"  curl -s -X POST {url}/auth/token -d username=admin -d password=...")
     application = create_app(embedded_worker=not no_worker, migrate=False)
     uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
 
@@ -84,11 +91,17 @@ def migrate() -> None:
 @user_app.command("create")
 def user_create(
     username: str,
-    role: Annotated[str, typer.Option(help="admin, data_steward, data_analyst or viewer")] = "viewer",
+    role: Annotated[
+        str, typer.Option(help="admin, data_steward, data_analyst or viewer")
+    ] = "viewer",
     email: Annotated[str | None, typer.Option()] = None,
-    password: Annotated[str | None, typer.Option(
-        envvar="SOURCEKEEPER_NEW_USER_PASSWORD",
-        help="Prefer the environment variable: argv is visible to other users")] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SOURCEKEEPER_NEW_USER_PASSWORD",
+            help="Prefer the environment variable: argv is visible to other users",
+        ),
+    ] = None,
 ) -> None:
     """Create a user (prompts for the password unless SOURCEKEEPER_NEW_USER_PASSWORD is set)."""
     from pydantic import ValidationError
@@ -99,36 +112,61 @@ def user_create(
     from sourcekeeper.core.db import session_scope
     from sourcekeeper.core.errors import AppError
 
-    secret = password or os.environ.get("SOURCEKEEPER_NEW_USER_PASSWORD") or typer.prompt(
-        "Password", hide_input=True, confirmation_prompt=True)
+    secret = (
+        password
+        or os.environ.get("SOURCEKEEPER_NEW_USER_PASSWORD")
+        or typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    )
     bootstrap.migrate()
     try:
-        data = UserCreate.model_validate({"username": username, "email": email, "password": secret,
-                                          "role": role, "is_active": True})
+        data = UserCreate.model_validate(
+            {
+                "username": username,
+                "email": email,
+                "password": secret,
+                "role": role,
+                "is_active": True,
+            }
+        )
         with session_scope() as db:
             user = auth_service.create_user(db, data=data, actor="cli")
             typer.echo(f"created user {user.username} (id {user.id}, role {user.role})")
     except ValidationError as exc:
-        raise typer.BadParameter("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
+        raise typer.BadParameter(
+            "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        ) from None
     except AppError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
 
 
-
 # ---- backup, restore: over HTTP ----------------------------------------------------------------
 
-Url = Annotated[str, typer.Option("--url", envvar="SOURCEKEEPER_URL",
-                                  help="Base URL of the running service")]
-Token = Annotated[str | None, typer.Option(
-    "--token", envvar="SOURCEKEEPER_TOKEN", show_envvar=True,
-    help="Session token or API key (prefer the environment variable: argv is visible in ps)")]
-Username = Annotated[str | None, typer.Option(
-    "--username", "-u", envvar="SOURCEKEEPER_USERNAME",
-    help="Log in as this user; the password comes from SOURCEKEEPER_PASSWORD or a prompt")]
+Url = Annotated[
+    str, typer.Option("--url", envvar="SOURCEKEEPER_URL", help="Base URL of the running service")
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="SOURCEKEEPER_TOKEN",
+        show_envvar=True,
+        help="Session token or API key (prefer the environment variable: argv is visible in ps)",
+    ),
+]
+Username = Annotated[
+    str | None,
+    typer.Option(
+        "--username",
+        "-u",
+        envvar="SOURCEKEEPER_USERNAME",
+        help="Log in as this user; the password comes from SOURCEKEEPER_PASSWORD or a prompt",
+    ),
+]
 Source = Annotated[str, typer.Argument(help="Data source id or exact name")]
-Wait = Annotated[bool, typer.Option("--wait/--no-wait",
-                                    help="Show progress until the job has finished")]
+Wait = Annotated[
+    bool, typer.Option("--wait/--no-wait", help="Show progress until the job has finished")
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of text")]
 DEFAULT_URL = "http://127.0.0.1:8080"
 POLL_SECONDS = 0.5
@@ -147,10 +185,13 @@ def _connect(url: str, token: str | None, username: str | None) -> Client:
         return client
     if not username:
         client.close()
-        raise _fail("give --token (or SOURCEKEEPER_TOKEN), or --username (with "
-                    "SOURCEKEEPER_PASSWORD or a prompt)")
+        raise _fail(
+            "give --token (or SOURCEKEEPER_TOKEN), or --username (with "
+            "SOURCEKEEPER_PASSWORD or a prompt)"
+        )
     password = os.environ.get("SOURCEKEEPER_PASSWORD") or typer.prompt(
-        f"Password for {username}", hide_input=True, err=True)
+        f"Password for {username}", hide_input=True, err=True
+    )
     try:
         client.login(username, password)
     except ApiError as exc:
@@ -184,17 +225,26 @@ def _wait_for(client: Client, kind: str, fetch: Any, what: str) -> dict[str, Any
 
     from sourcekeeper.client import FINISHED
 
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-               TaskProgressColumn(), TextColumn("{task.fields[done]}"), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[done]}"),
+        TimeElapsedColumn(),
+    )
     job: dict[str, Any] = fetch()
     with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
         task = bar.add_task(what, total=100, done="")
         while True:
             progress = job.get("progress")
             done = job.get("bytes_processed") or 0
-            bar.update(task, total=100 if progress is not None else None,
-                       completed=progress or 0,
-                       done=f"{_size(done)} {job['status']}" if done else job["status"])
+            bar.update(
+                task,
+                total=100 if progress is not None else None,
+                completed=progress or 0,
+                done=f"{_size(done)} {job['status']}" if done else job["status"],
+            )
             if job["status"] in FINISHED:
                 if job["status"] == "completed":
                     bar.update(task, total=100, completed=100)
@@ -212,8 +262,9 @@ def _backup_summary(b: dict[str, Any]) -> str:
     parts = [f"backup {b['id']} {b['status']}"]
     if b["status"] == "completed":
         ratio = b.get("compression_ratio")
-        parts.append(f"{_size(b.get('size_bytes'))} stored"
-                     + (f" ({ratio:.1f}x smaller)" if ratio else ""))
+        parts.append(
+            f"{_size(b.get('size_bytes'))} stored" + (f" ({ratio:.1f}x smaller)" if ratio else "")
+        )
         if b.get("duration_seconds") is not None:
             parts.append(f"in {b['duration_seconds']:.1f} s")
         parts.append(f"at {b.get('location')}")
@@ -244,14 +295,18 @@ def backup_create(
     with _connect(url, token, username) as client:
         try:
             ds = client.resolve_source(source)
-            backup = client.start_backup(ds["id"], name=name, retention_days=retention_days,
-                                         description=description)
+            backup = client.start_backup(
+                ds["id"], name=name, retention_days=retention_days, description=description
+            )
             if not as_json:
                 typer.echo(f"backup {backup['id']} of '{ds['name']}' started ({backup['status']})")
             if wait:
-                backup = _wait_for(client, "backup",
-                                   lambda: client.get_backup(ds["id"], backup["id"]),
-                                   f"backup {backup['id']}")
+                backup = _wait_for(
+                    client,
+                    "backup",
+                    lambda: client.get_backup(ds["id"], backup["id"]),
+                    f"backup {backup['id']}",
+                )
         except ApiError as exc:
             raise _fail(str(exc)) from None
     _show(backup, as_json)
@@ -288,15 +343,22 @@ def backup_list(
         typer.echo(json.dumps({"backups": backups, "total": total}, indent=2))
         return
     # Six narrow columns fit 80: the rest (trigger, expiry, checksum…) is in --json.
-    table = Table(title=f"Backups of '{ds['name']}' ({len(backups)} of {total})",
-                  box=box.SIMPLE_HEAD)
+    table = Table(
+        title=f"Backups of '{ds['name']}' ({len(backups)} of {total})", box=box.SIMPLE_HEAD
+    )
     table.add_column("id", justify="right", no_wrap=True)
     table.add_column("name", min_width=12, ratio=1)
     for column in ("status", "created (UTC)", "size", "verified"):
         table.add_column(column, no_wrap=True)
     for b in backups:
-        table.add_row(str(b["id"]), b["name"], b["status"], _when(b.get("created_at")),
-                      _size(b.get("size_bytes")), b.get("verification_status") or "")
+        table.add_row(
+            str(b["id"]),
+            b["name"],
+            b["status"],
+            _when(b.get("created_at")),
+            _size(b.get("size_bytes")),
+            b.get("verification_status") or "",
+        )
     Console().print(table)
 
 
@@ -333,14 +395,17 @@ def backup_verify(
             typer.echo(f"verification of backup {backup_id} started")
         return
     if backup.get("verification_status") != "verified":
-        raise _fail(f"backup {backup_id} failed verification: "
-                    f"{backup.get('verification_error') or 'no reason given'}")
+        raise _fail(
+            f"backup {backup_id} failed verification: "
+            f"{backup.get('verification_error') or 'no reason given'}"
+        )
     if not as_json:
         typer.echo(f"backup {backup_id} verified at {backup.get('verified_at')}")
 
 
-def _wait_verified(client: Client, source_id: int, backup_id: int,
-                   before: dict[str, Any]) -> dict[str, Any]:
+def _wait_verified(
+    client: Client, source_id: int, backup_id: int, before: dict[str, Any]
+) -> dict[str, Any]:
     """Verification leaves `status` alone; each verdict, good or bad, sets a new verified_at."""
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -348,8 +413,12 @@ def _wait_verified(client: Client, source_id: int, backup_id: int,
     def changed(b: dict[str, Any]) -> bool:
         return bool(b.get("verified_at")) and b.get("verified_at") != before.get("verified_at")
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=Console(stderr=True)) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    ) as bar:
         bar.add_task(f"verifying backup {backup_id}", total=None)
         while True:
             backup = client.get_backup(source_id, backup_id)
@@ -362,18 +431,26 @@ def _wait_verified(client: Client, source_id: int, backup_id: int,
 def restore(
     source: Source,
     backup_id: Annotated[int, typer.Argument(help="Backup id")],
-    target: Annotated[str, typer.Option(
-        help="original (the source's own database, after a safety backup) or new")] = "original",
-    target_database: Annotated[str | None, typer.Option(
-        help="Name of the new database (target new)")] = None,
-    target_source: Annotated[str | None, typer.Option(
-        help="Restore into another registered source of the same engine (id or name)")] = None,
-    table: Annotated[list[str] | None, typer.Option(
-        "--table", help="Restore only this table (repeatable)")] = None,
-    clean: Annotated[bool | None, typer.Option(
-        "--clean/--no-clean", help="Drop objects before recreating them")] = None,
-    verify: Annotated[bool, typer.Option(
-        "--verify/--no-verify", help="Compare row counts with the backup afterwards")] = True,
+    target: Annotated[
+        str, typer.Option(help="original (the source's own database, after a safety backup) or new")
+    ] = "original",
+    target_database: Annotated[
+        str | None, typer.Option(help="Name of the new database (target new)")
+    ] = None,
+    target_source: Annotated[
+        str | None,
+        typer.Option(help="Restore into another registered source of the same engine (id or name)"),
+    ] = None,
+    table: Annotated[
+        list[str] | None, typer.Option("--table", help="Restore only this table (repeatable)")
+    ] = None,
+    clean: Annotated[
+        bool | None, typer.Option("--clean/--no-clean", help="Drop objects before recreating them")
+    ] = None,
+    verify: Annotated[
+        bool,
+        typer.Option("--verify/--no-verify", help="Compare row counts with the backup afterwards"),
+    ] = True,
     wait: Wait = True,
     as_json: AsJson = False,
     url: Url = DEFAULT_URL,
@@ -383,8 +460,13 @@ def restore(
     """Restore a backup and (by default) wait for it to finish."""
     from sourcekeeper.client import ApiError
 
-    body: dict[str, Any] = {"target": target, "target_database": target_database,
-                            "tables": table or None, "clean": clean, "verify": verify}
+    body: dict[str, Any] = {
+        "target": target,
+        "target_database": target_database,
+        "tables": table or None,
+        "clean": clean,
+        "verify": verify,
+    }
     with _connect(url, token, username) as client:
         try:
             ds = client.resolve_source(source)
@@ -394,16 +476,23 @@ def restore(
             if not as_json:
                 typer.echo(f"restore {job['id']} of backup {backup_id} started ({job['status']})")
             if wait:
-                job = _wait_for(client, "restore", lambda: client.get_restore(ds["id"], job["id"]),
-                                f"restore {job['id']}")
+                job = _wait_for(
+                    client,
+                    "restore",
+                    lambda: client.get_restore(ds["id"], job["id"]),
+                    f"restore {job['id']}",
+                )
         except ApiError as exc:
             raise _fail(str(exc)) from None
     _show(job, as_json)
     if wait:
         if not as_json:
             checked = job.get("verification") or {}
-            extra = (f", row counts match in {checked.get('tables_checked')} tables"
-                     if job.get("verified") else "")
+            extra = (
+                f", row counts match in {checked.get('tables_checked')} tables"
+                if job.get("verified")
+                else ""
+            )
             typer.echo(f"restore {job['id']} {job['status']}{extra}")
         _finish(job, f"restore {job['id']} {job['status']}")
 
@@ -430,16 +519,25 @@ def keys_export_identity() -> None:
     configure_logging(settings.log_level)  # log lines go to stderr: stdout is the identity file
     local_db = settings.resolved_data_dir / "sourcekeeper.db"
     if settings.database_url is None and not local_db.exists():
-        raise _fail(f"no sourcekeeper database in {settings.resolved_data_dir}: set "
-                    "SOURCEKEEPER_DATA_DIR (or SOURCEKEEPER_DATABASE_URL) as for the service")
+        raise _fail(
+            f"no sourcekeeper database in {settings.resolved_data_dir}: set "
+            "SOURCEKEEPER_DATA_DIR (or SOURCEKEEPER_DATABASE_URL) as for the service"
+        )
     try:
         with session_scope() as db:
             text = keys.export_identities(db)
             if "AGE-SECRET-KEY-" not in text:
-                raise _fail("this service stores no identity: its backups are encrypted to "
-                            "SOURCEKEEPER_BACKUP_RECIPIENTS, whose private keys you hold yourself")
-            audit.record(db, actor="cli", action="backup_key.exported", target="backup_keys",
-                         details={"keys": text.count("AGE-SECRET-KEY-")})
+                raise _fail(
+                    "this service stores no identity: its backups are encrypted to "
+                    "SOURCEKEEPER_BACKUP_RECIPIENTS, whose private keys you hold yourself"
+                )
+            audit.record(
+                db,
+                actor="cli",
+                action="backup_key.exported",
+                target="backup_keys",
+                details={"keys": text.count("AGE-SECRET-KEY-")},
+            )
     except SQLAlchemyError as exc:
         raise _fail(f"cannot read the metadata database: {type(exc).__name__}") from None
     typer.echo(text, nl=False)

@@ -18,8 +18,14 @@ FINISHED = frozenset({"completed", "failed", "cancelled"})
 class ApiError(Exception):
     """An error reply of the service (or no reply at all), with the service's own message."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 details: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -41,8 +47,9 @@ class ApiError(Exception):
 class Client:
     """One authenticated session against one service."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, token: str | None = None,
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = 30.0
+    ) -> None:
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
         if token:
@@ -51,8 +58,12 @@ class Client:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -60,13 +71,24 @@ class Client:
 
     # ---- transport ----------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, *, json: Any = None,
-                params: dict[str, Any] | None = None, form: dict[str, str] | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        form: dict[str, str] | None = None,
+    ) -> Any:
         """Send one request and return the envelope's `data`; raise ApiError otherwise."""
         try:
-            resp = self._http.request(method, path, json=json, data=form,
-                                      params={k: v for k, v in (params or {}).items()
-                                              if v is not None})
+            resp = self._http.request(
+                method,
+                path,
+                json=json,
+                data=form,
+                params={k: v for k, v in (params or {}).items() if v is not None},
+            )
         except httpx.HTTPError as exc:
             raise ApiError(f"cannot reach sourcekeeper at {self.url}: {exc}") from None
         try:
@@ -77,10 +99,16 @@ class Client:
             return body.get("data")
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):
-            raise ApiError(str(error.get("message") or resp.reason_phrase), status=resp.status_code,
-                           code=error.get("code"), details=error.get("details") or [])
-        raise ApiError(f"unexpected reply {resp.status_code} {resp.reason_phrase} from {self.url}",
-                       status=resp.status_code)
+            raise ApiError(
+                str(error.get("message") or resp.reason_phrase),
+                status=resp.status_code,
+                code=error.get("code"),
+                details=error.get("details") or [],
+            )
+        raise ApiError(
+            f"unexpected reply {resp.status_code} {resp.reason_phrase} from {self.url}",
+            status=resp.status_code,
+        )
 
     def login(self, username: str, password: str) -> str:
         """Exchange a username and password for a session token, used from then on."""
@@ -104,15 +132,24 @@ class Client:
 
     # ---- backups and restores ----------------------------------------------------------------
 
-    def list_backups(self, source_id: int, *, status: str | None = None, limit: int = 50,
-                     offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-        data = self.request("GET", f"/api/data-sources/{source_id}/backups",
-                            params={"status": status, "limit": limit, "offset": offset})
+    def list_backups(
+        self, source_id: int, *, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        data = self.request(
+            "GET",
+            f"/api/data-sources/{source_id}/backups",
+            params={"status": status, "limit": limit, "offset": offset},
+        )
         return list(data["backups"]), int(data["total"])
 
-    def start_backup(self, source_id: int, *, name: str | None = None,
-                     retention_days: int | None = None,
-                     description: str | None = None) -> dict[str, Any]:
+    def start_backup(
+        self,
+        source_id: int,
+        *,
+        name: str | None = None,
+        retention_days: int | None = None,
+        description: str | None = None,
+    ) -> dict[str, Any]:
         body = {"name": name, "retention_days": retention_days, "description": description}
         data = self.request("POST", f"/api/data-sources/{source_id}/backups", json=body)
         return dict(data["backup"])

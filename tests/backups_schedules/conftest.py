@@ -21,13 +21,20 @@ def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServi
     data_dir = base / "data"
     password = "live-" + secrets.token_urlsafe(12)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCEKEEPER_")}
-    env.update(SOURCEKEEPER_DATA_DIR=str(data_dir), SOURCEKEEPER_ADMIN_PASSWORD=password,
-               SOURCEKEEPER_CONNECT_TIMEOUT_SECONDS="5")
+    env.update(
+        SOURCEKEEPER_DATA_DIR=str(data_dir),
+        SOURCEKEEPER_ADMIN_PASSWORD=password,
+        SOURCEKEEPER_CONNECT_TIMEOUT_SECONDS="5",
+    )
     port = free_port()
     log = base / "serve.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(SOURCEKEEPER), "serve", "--host", "127.0.0.1", "--port",
-                                 str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(SOURCEKEEPER), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

@@ -30,8 +30,13 @@ class LiveService:
         return self.data_dir / "sqlite"
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        resp = httpx.request(method, self.url + path, timeout=60,
-                             headers={"Authorization": f"Bearer {self.token}"}, **kwargs)
+        resp = httpx.request(
+            method,
+            self.url + path,
+            timeout=60,
+            headers={"Authorization": f"Bearer {self.token}"},
+            **kwargs,
+        )
         assert resp.status_code < 300, f"{method} {path} → {resp.status_code} {resp.text}"
         return resp.json()["data"]
 
@@ -46,7 +51,11 @@ class LiveService:
 
     def sourcekeeper(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run a local `sourcekeeper` command with the service's environment."""
-        return subprocess.run([str(SOURCEKEEPER), *args], env=self.env, capture_output=True,
-                              text=True, timeout=120, check=False)
-
-
+        return subprocess.run(
+            [str(SOURCEKEEPER), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )

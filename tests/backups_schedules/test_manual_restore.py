@@ -36,8 +36,15 @@ def run_doc(first_line: str, env: dict[str, str], cwd: Path) -> subprocess.Compl
     names = set(re.findall(r"\$\{?([A-Z_][A-Z0-9_]*)", script))
     missing = names - set(env) - {"PWD"}
     assert not missing, f"the test does not provide {missing} used by {first_line!r}"
-    return subprocess.run(["bash", "-e", "-c", script], env={**os.environ, **env}, cwd=cwd,
-                          capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        ["bash", "-e", "-c", script],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +69,12 @@ def backup_and_download(live: LiveService, source_id: int, dest: Path) -> dict[s
     started = live.api("POST", f"/api/data-sources/{source_id}/backups", json={})["backup"]
     backup = live.wait_job(f"/api/data-sources/{source_id}/backups/{started['id']}", "backup")
     assert backup["status"] == "completed", backup
-    with httpx.stream("GET", f"{live.url}/api/data-sources/{source_id}/backups/"
-                      f"{backup['id']}/download",
-                      headers={"Authorization": f"Bearer {live.token}"}, timeout=60) as resp:
+    with httpx.stream(
+        "GET",
+        f"{live.url}/api/data-sources/{source_id}/backups/{backup['id']}/download",
+        headers={"Authorization": f"Bearer {live.token}"},
+        timeout=60,
+    ) as resp:
         assert resp.status_code == 200
         with open(dest, "wb") as fh:
             for chunk in resp.iter_bytes():
@@ -105,8 +115,10 @@ INSERT INTO orders (customer_id, total) SELECT 1 + g % 300, g * 1.5 FROM generat
 def pg_fingerprint(server: DbServer, database: str) -> dict[str, Any]:
     rows = {}
     for table in ("customers", "orders"):
-        data = server.execute(f"SELECT md5(string_agg(t::text, '|' ORDER BY id)), count(*) "
-                              f"FROM {table} t", database=database)
+        data = server.execute(
+            f"SELECT md5(string_agg(t::text, '|' ORDER BY id)), count(*) FROM {table} t",
+            database=database,
+        )
         rows[table] = data[0]
     rows["view"] = server.execute("SELECT count(*) FROM big_orders", database=database)[0]
     rows["seq"] = server.execute("SELECT last_value FROM orders_id_seq", database=database)[0]
@@ -120,10 +132,19 @@ def test_postgresql_restore_with_age_zstd_and_pg_restore(
     name = f"manual_src_{secrets.token_hex(3)}"
     pg_server.create_database(name)
     pg_server.execute(PG_SCHEMA, database=name)
-    ds = live_service.api("POST", "/api/data-sources", json={
-        "name": name, "source_type": "postgresql", "host": pg_server.host,
-        "port": pg_server.port, "database_name": name, "username": pg_server.superuser,
-        "password": pg_server.password})["data_source"]
+    ds = live_service.api(
+        "POST",
+        "/api/data-sources",
+        json={
+            "name": name,
+            "source_type": "postgresql",
+            "host": pg_server.host,
+            "port": pg_server.port,
+            "database_name": name,
+            "username": pg_server.superuser,
+            "password": pg_server.password,
+        },
+    )["data_source"]
     artifact = tmp_path / "backup.dump.zst.age"
     backup = backup_and_download(live_service, ds["id"], artifact)
     assert "Kraków".encode() not in artifact.read_bytes()  # encrypted: nothing readable
@@ -132,9 +153,13 @@ def test_postgresql_restore_with_age_zstd_and_pg_restore(
     check_artifact(env, tmp_path, backup["checksum_sha256"])
 
     target = f"manual_dst_{secrets.token_hex(3)}"
-    pg_env = {"PGHOST": pg_server.host, "PGPORT": str(pg_server.port),
-              "PGUSER": pg_server.superuser, "PGPASSWORD": pg_server.password,
-              "TARGET_DB": target}
+    pg_env = {
+        "PGHOST": pg_server.host,
+        "PGPORT": str(pg_server.port),
+        "PGUSER": pg_server.superuser,
+        "PGPASSWORD": pg_server.password,
+        "TARGET_DB": target,
+    }
     result = run_doc("# PostgreSQL: restore into a new database", env | pg_env, tmp_path)
     assert result.returncode == 0, result.stderr
     try:
@@ -147,16 +172,22 @@ def test_postgresql_restore_with_age_zstd_and_pg_restore(
 # ---- SQLite --------------------------------------------------------------------------------------
 
 
-def test_sqlite_restore_with_age_and_zstd(live_service: LiveService, identity: Path,
-                                          tmp_path: Path) -> None:
+def test_sqlite_restore_with_age_and_zstd(
+    live_service: LiveService, identity: Path, tmp_path: Path
+) -> None:
     live_service.sqlite_dir.mkdir(parents=True, exist_ok=True)
     path = live_service.sqlite_dir / f"manual-{secrets.token_hex(4)}.db"
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, blob BLOB)")
-        conn.executemany("INSERT INTO notes (body, blob) VALUES (?, ?)",
-                         [(f"note {i} — ünïcode", bytes([i % 256]) * 10) for i in range(1000)])
-    ds = live_service.api("POST", "/api/data-sources", json={
-        "name": path.stem, "source_type": "sqlite", "database_name": str(path)})["data_source"]
+        conn.executemany(
+            "INSERT INTO notes (body, blob) VALUES (?, ?)",
+            [(f"note {i} — ünïcode", bytes([i % 256]) * 10) for i in range(1000)],
+        )
+    ds = live_service.api(
+        "POST",
+        "/api/data-sources",
+        json={"name": path.stem, "source_type": "sqlite", "database_name": str(path)},
+    )["data_source"]
     artifact = tmp_path / "backup.db.zst.age"
     backup = backup_and_download(live_service, ds["id"], artifact)
     env = {"IDENTITY": str(identity), "ARTIFACT": str(artifact)}
@@ -189,31 +220,51 @@ def test_mariadb_restore_with_age_zstd_and_the_mariadb_client(
         "CREATE TABLE items (id INT AUTO_INCREMENT PRIMARY KEY, label VARCHAR(100), "
         "price DECIMAL(10,2), seen DATETIME(6), data JSON, raw VARBINARY(32));"
         "INSERT INTO items (label, price, seen, data, raw) VALUES "
-        + ",".join(f"('ítem {i} ✓', {i}.25, '2025-01-0{1 + i % 9} 10:00:00.12345{i % 10}', "
-                   f"'{{\"n\": {i}}}', UNHEX(MD5('{i}')))" for i in range(200)),
-        database=name)
-    ds = live_service.api("POST", "/api/data-sources", json={
-        "name": name, "source_type": "mariadb", "host": mariadb_server.host,
-        "port": mariadb_server.port, "database_name": name,
-        "username": mariadb_server.superuser, "password": mariadb_server.password})["data_source"]
+        + ",".join(
+            f"('ítem {i} ✓', {i}.25, '2025-01-0{1 + i % 9} 10:00:00.12345{i % 10}', "
+            f"'{{\"n\": {i}}}', UNHEX(MD5('{i}')))"
+            for i in range(200)
+        ),
+        database=name,
+    )
+    ds = live_service.api(
+        "POST",
+        "/api/data-sources",
+        json={
+            "name": name,
+            "source_type": "mariadb",
+            "host": mariadb_server.host,
+            "port": mariadb_server.port,
+            "database_name": name,
+            "username": mariadb_server.superuser,
+            "password": mariadb_server.password,
+        },
+    )["data_source"]
     artifact = tmp_path / "backup.sql.zst.age"
     backup = backup_and_download(live_service, ds["id"], artifact)
     env = {"IDENTITY": str(identity), "ARTIFACT": str(artifact)}
     check_artifact(env, tmp_path, backup["checksum_sha256"])
     mycnf = tmp_path / "my.cnf"
-    mycnf.write_text(f"[client]\nhost={mariadb_server.host}\nport={mariadb_server.port}\n"
-                     f"user={mariadb_server.superuser}\npassword={mariadb_server.password}\n")
+    mycnf.write_text(
+        f"[client]\nhost={mariadb_server.host}\nport={mariadb_server.port}\n"
+        f"user={mariadb_server.superuser}\npassword={mariadb_server.password}\n"
+    )
     mycnf.chmod(0o600)
     target = f"manual_dst_{secrets.token_hex(3)}"
-    result = run_doc("# MariaDB: restore into a new database",
-                     env | {"MYCNF": str(mycnf), "TARGET_DB": target}, tmp_path)
+    result = run_doc(
+        "# MariaDB: restore into a new database",
+        env | {"MYCNF": str(mycnf), "TARGET_DB": target},
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
 
     def fingerprint(db: str) -> list[tuple[Any, ...]]:
         return mariadb_server.execute(
             "SET SESSION group_concat_max_len = 10000000; "
             "SELECT COUNT(*), MD5(GROUP_CONCAT(CONCAT_WS('|', id, label, price, seen, data, "
-            "HEX(raw)) ORDER BY id SEPARATOR ';')) FROM items", database=db)
+            "HEX(raw)) ORDER BY id SEPARATOR ';')) FROM items",
+            database=db,
+        )
 
     try:
         assert fingerprint(target) == fingerprint(name)

@@ -39,16 +39,36 @@ def test_create_with_every_optional_field_null_uses_the_defaults(
     client: TestClient, admin: Caller, sqlite_source: dict[str, Any]
 ) -> None:
     before = datetime.now(UTC)
-    body = {"cron_expression": "0 2 * * *", "name": None, "backup_type": None, "timezone": None,
-            "retention_days": None, "enabled": None, "description": None}
+    body = {
+        "cron_expression": "0 2 * * *",
+        "name": None,
+        "backup_type": None,
+        "timezone": None,
+        "retention_days": None,
+        "enabled": None,
+        "description": None,
+    }
     resp = client.post(url(sqlite_source), headers=admin.headers, json=body)
     assert resp.status_code == 201, resp.text
     assert resp.json()["success"] is True
     schedule = resp.json()["data"]["schedule"]
     assert set(schedule) == {
-        "id", "data_source_id", "name", "backup_type", "cron_expression", "timezone", "enabled",
-        "retention_days", "next_run", "last_run", "last_status", "last_backup_id", "description",
-        "created_at", "updated_at"}
+        "id",
+        "data_source_id",
+        "name",
+        "backup_type",
+        "cron_expression",
+        "timezone",
+        "enabled",
+        "retention_days",
+        "next_run",
+        "last_run",
+        "last_status",
+        "last_backup_id",
+        "description",
+        "created_at",
+        "updated_at",
+    }
     assert schedule["data_source_id"] == sqlite_source["id"]
     assert schedule["timezone"] == "UTC"
     assert schedule["backup_type"] == "full"
@@ -64,9 +84,17 @@ def test_create_with_every_optional_field_null_uses_the_defaults(
 def test_next_run_is_computed_in_the_schedules_time_zone(
     client: TestClient, admin: Caller, sqlite_source: dict[str, Any]
 ) -> None:
-    schedule = create(client, admin, sqlite_source, cron_expression="0 2 * * *",
-                      timezone="Europe/Paris", name="nightly", retention_days=7,
-                      description="keep a week", backup_type="full")
+    schedule = create(
+        client,
+        admin,
+        sqlite_source,
+        cron_expression="0 2 * * *",
+        timezone="Europe/Paris",
+        name="nightly",
+        retention_days=7,
+        description="keep a week",
+        backup_type="full",
+    )
     next_run = parse(schedule["next_run"])
     local = next_run.astimezone(ZoneInfo("Europe/Paris"))
     assert (local.hour, local.minute) == (2, 0)
@@ -82,22 +110,36 @@ def test_service_winter_example_0200_paris_is_0100z(sqlite_source: dict[str, Any
         ds = db.get(DataSource, sqlite_source["id"])
         assert ds is not None
         schedule = schedules_service.create(
-            db, data_source=ds, actor="test",
+            db,
+            data_source=ds,
+            actor="test",
             data=BackupScheduleCreate(cron_expression="0 2 * * *", timezone="Europe/Paris"),
-            now=datetime(2026, 1, 15, 12, tzinfo=UTC))
+            now=datetime(2026, 1, 15, 12, tzinfo=UTC),
+        )
         assert schedule.next_run == datetime(2026, 1, 16, 1, tzinfo=UTC)
         schedules_service.update_schedule(
-            db, schedule=schedule, data_source=ds, actor="test",
+            db,
+            schedule=schedule,
+            data_source=ds,
+            actor="test",
             data=BackupScheduleUpdate(timezone="America/New_York"),
-            now=datetime(2026, 1, 15, 12, tzinfo=UTC))
+            now=datetime(2026, 1, 15, 12, tzinfo=UTC),
+        )
         assert schedule.next_run == datetime(2026, 1, 16, 7, tzinfo=UTC)
 
 
 def test_camel_case_fields_and_canonical_timezone(
     client: TestClient, admin: Caller, sqlite_source: dict[str, Any]
 ) -> None:
-    schedule = create(client, admin, sqlite_source, cronExpression="@daily",
-                      retentionDays=3, backupType="full", timezone="asia/tokyo")
+    schedule = create(
+        client,
+        admin,
+        sqlite_source,
+        cronExpression="@daily",
+        retentionDays=3,
+        backupType="full",
+        timezone="asia/tokyo",
+    )
     assert schedule["cron_expression"] == "@daily"
     assert schedule["retention_days"] == 3
     assert schedule["timezone"] == "Asia/Tokyo"
@@ -105,8 +147,9 @@ def test_camel_case_fields_and_canonical_timezone(
     assert (local.hour, local.minute) == (0, 0)
 
 
-def test_list_update_and_delete(client: TestClient, admin: Caller,
-                                sqlite_source: dict[str, Any]) -> None:
+def test_list_update_and_delete(
+    client: TestClient, admin: Caller, sqlite_source: dict[str, Any]
+) -> None:
     first = create(client, admin, sqlite_source, cron_expression="0 2 * * *")
     second = create(client, admin, sqlite_source, cron_expression="30 4 * * 1", name="weekly")
     resp = client.get(url(sqlite_source), headers=admin.headers)
@@ -115,9 +158,11 @@ def test_list_update_and_delete(client: TestClient, admin: Caller,
     assert [s["id"] for s in listed] == [first["id"], second["id"]]
     assert set(resp.json()["data"]) == {"schedules"}
 
-    resp = client.put(url(sqlite_source, first["id"]), headers=admin.headers,
-                      json={"cron_expression": "15 */6 * * *", "timezone": "Europe/Paris",
-                            "name": None})
+    resp = client.put(
+        url(sqlite_source, first["id"]),
+        headers=admin.headers,
+        json={"cron_expression": "15 */6 * * *", "timezone": "Europe/Paris", "name": None},
+    )
     assert resp.status_code == 200, resp.text
     changed = resp.json()["data"]["schedule"]
     assert changed["cron_expression"] == "15 */6 * * *"
@@ -128,12 +173,14 @@ def test_list_update_and_delete(client: TestClient, admin: Caller,
     assert next_run - datetime.now(UTC) <= timedelta(hours=6)
     assert parse(changed["updated_at"]) >= parse(first["updated_at"])
 
-    resp = client.put(url(sqlite_source, first["id"]), headers=admin.headers,
-                      json={"enabled": False})
+    resp = client.put(
+        url(sqlite_source, first["id"]), headers=admin.headers, json={"enabled": False}
+    )
     assert resp.json()["data"]["schedule"]["enabled"] is False
     assert resp.json()["data"]["schedule"]["next_run"] is None  # a disabled schedule never runs
-    resp = client.put(url(sqlite_source, first["id"]), headers=admin.headers,
-                      json={"enabled": True})
+    resp = client.put(
+        url(sqlite_source, first["id"]), headers=admin.headers, json={"enabled": True}
+    )
     assert parse(resp.json()["data"]["schedule"]["next_run"]) > datetime.now(UTC)
 
     resp = client.delete(url(sqlite_source, second["id"]), headers=admin.headers)
@@ -142,25 +189,38 @@ def test_list_update_and_delete(client: TestClient, admin: Caller,
     listed = client.get(url(sqlite_source), headers=admin.headers).json()["data"]["schedules"]
     assert [s["id"] for s in listed] == [first["id"]]
     for method in ("PUT", "DELETE"):
-        resp = client.request(method, url(sqlite_source, second["id"]), headers=admin.headers,
-                              json={} if method == "PUT" else None)
+        resp = client.request(
+            method,
+            url(sqlite_source, second["id"]),
+            headers=admin.headers,
+            json={} if method == "PUT" else None,
+        )
         assert resp.status_code == 404
         assert resp.json()["error"]["message"] == (
-            f"Backup schedule {second['id']} does not exist for data source {sqlite_source['id']}")
+            f"Backup schedule {second['id']} does not exist for data source {sqlite_source['id']}"
+        )
 
-    events = client.get("/api/audit-log", headers=admin.headers,
-                        params={"data_source_id": sqlite_source["id"], "limit": 50}).json()
+    events = client.get(
+        "/api/audit-log",
+        headers=admin.headers,
+        params={"data_source_id": sqlite_source["id"], "limit": 50},
+    ).json()
     actions = {e["action"] for e in events["data"]["events"]}
-    assert {"backup_schedule.created", "backup_schedule.updated",
-            "backup_schedule.deleted"} <= actions
+    assert {
+        "backup_schedule.created",
+        "backup_schedule.updated",
+        "backup_schedule.deleted",
+    } <= actions
 
 
 def another_source(client: TestClient, admin: Caller, sqlite_dir: Path) -> dict[str, Any]:
     path = sqlite_dir / f"other-{secrets.token_hex(4)}.db"
     sqlite3.connect(path).close()
-    resp = client.post("/api/data-sources", headers=admin.headers,
-                       json={"name": path.stem, "source_type": "sqlite",
-                             "database_name": str(path)})
+    resp = client.post(
+        "/api/data-sources",
+        headers=admin.headers,
+        json={"name": path.stem, "source_type": "sqlite", "database_name": str(path)},
+    )
     assert resp.status_code == 201, resp.text
     return dict(resp.json()["data"]["data_source"])
 
@@ -171,8 +231,12 @@ def test_a_schedule_of_another_source_is_not_found(
     schedule = create(client, admin, sqlite_source, cron_expression="0 2 * * *")
     other = another_source(client, admin, sqlite_dir)
     for method in ("PUT", "DELETE"):
-        resp = client.request(method, url(other, schedule["id"]), headers=admin.headers,
-                              json={} if method == "PUT" else None)
+        resp = client.request(
+            method,
+            url(other, schedule["id"]),
+            headers=admin.headers,
+            json={} if method == "PUT" else None,
+        )
         assert resp.status_code == 404, resp.text
 
 
@@ -185,72 +249,102 @@ def _field_error(resp: Any, field: str) -> None:
     assert field in body["error"]["message"]
 
 
-@pytest.mark.parametrize("cron", ["not cron", "61 * * * *", "0 2 * * * *", "", "0 0 30 2 *",
-                                  "H 2 * * *"])
+@pytest.mark.parametrize(
+    "cron", ["not cron", "61 * * * *", "0 2 * * * *", "", "0 0 30 2 *", "H 2 * * *"]
+)
 def test_invalid_cron_is_422_naming_the_field(
     client: TestClient, admin: Caller, sqlite_source: dict[str, Any], cron: str
 ) -> None:
-    _field_error(client.post(url(sqlite_source), headers=admin.headers,
-                             json={"cron_expression": cron}), "cron_expression")
+    _field_error(
+        client.post(url(sqlite_source), headers=admin.headers, json={"cron_expression": cron}),
+        "cron_expression",
+    )
 
 
 @pytest.mark.parametrize("tz", ["Mars/Olympus", "UTC+2", "../../../etc/passwd", ""])
 def test_invalid_timezone_is_422_naming_the_field(
     client: TestClient, admin: Caller, sqlite_source: dict[str, Any], tz: str
 ) -> None:
-    _field_error(client.post(url(sqlite_source), headers=admin.headers,
-                             json={"cron_expression": "0 2 * * *", "timezone": tz}), "timezone")
+    _field_error(
+        client.post(
+            url(sqlite_source),
+            headers=admin.headers,
+            json={"cron_expression": "0 2 * * *", "timezone": tz},
+        ),
+        "timezone",
+    )
 
 
-def test_put_validates_like_post(client: TestClient, admin: Caller,
-                                 sqlite_source: dict[str, Any]) -> None:
+def test_put_validates_like_post(
+    client: TestClient, admin: Caller, sqlite_source: dict[str, Any]
+) -> None:
     schedule = create(client, admin, sqlite_source, cron_expression="0 2 * * *")
     target = url(sqlite_source, schedule["id"])
-    _field_error(client.put(target, headers=admin.headers, json={"cron_expression": "x"}),
-                 "cron_expression")
-    _field_error(client.put(target, headers=admin.headers, json={"timezone": "Nowhere/City"}),
-                 "timezone")
-    _field_error(client.put(target, headers=admin.headers, json={"retention_days": 0}),
-                 "retention_days")
+    _field_error(
+        client.put(target, headers=admin.headers, json={"cron_expression": "x"}), "cron_expression"
+    )
+    _field_error(
+        client.put(target, headers=admin.headers, json={"timezone": "Nowhere/City"}), "timezone"
+    )
+    _field_error(
+        client.put(target, headers=admin.headers, json={"retention_days": 0}), "retention_days"
+    )
     unchanged = client.get(url(sqlite_source), headers=admin.headers).json()["data"]["schedules"]
     assert unchanged[0]["cron_expression"] == "0 2 * * *"
     assert unchanged[0]["timezone"] == "UTC"
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({}, "cron_expression"),
-    ({"cron_expression": None}, "cron_expression"),
-    ({"cron_expression": 5}, "cron_expression"),
-    ({"cron_expression": "0 2 * * *", "retention_days": "7"}, "retention_days"),
-    ({"cron_expression": "0 2 * * *", "retention_days": False}, "retention_days"),
-    ({"cron_expression": "0 2 * * *", "enabled": 1}, "enabled"),
-    ({"cron_expression": "0 2 * * *", "backup_type": "incremental"}, "backup_type"),
-])
-def test_malformed_bodies_are_422(client: TestClient, admin: Caller,
-                                  sqlite_source: dict[str, Any], body: dict[str, Any],
-                                  field: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "cron_expression"),
+        ({"cron_expression": None}, "cron_expression"),
+        ({"cron_expression": 5}, "cron_expression"),
+        ({"cron_expression": "0 2 * * *", "retention_days": "7"}, "retention_days"),
+        ({"cron_expression": "0 2 * * *", "retention_days": False}, "retention_days"),
+        ({"cron_expression": "0 2 * * *", "enabled": 1}, "enabled"),
+        ({"cron_expression": "0 2 * * *", "backup_type": "incremental"}, "backup_type"),
+    ],
+)
+def test_malformed_bodies_are_422(
+    client: TestClient,
+    admin: Caller,
+    sqlite_source: dict[str, Any],
+    body: dict[str, Any],
+    field: str,
+) -> None:
     _field_error(client.post(url(sqlite_source), headers=admin.headers, json=body), field)
 
 
 def test_viewers_read_and_only_schedulers_write(
-    client: TestClient, admin: Caller, sqlite_source: dict[str, Any],
+    client: TestClient,
+    admin: Caller,
+    sqlite_source: dict[str, Any],
     make_caller: Any,
 ) -> None:
     schedule = create(client, admin, sqlite_source, cron_expression="0 2 * * *")
     viewer = make_caller("viewer")
     resp = client.get(url(sqlite_source), headers=viewer.headers)
     assert resp.status_code == 404  # no grant: the source's existence stays hidden
-    grant = client.post("/scan/data-sources/access-control", headers=admin.headers,
-                        json={"data_source_id": sqlite_source["id"], "user_id": viewer.id,
-                              "role": "read"})
+    grant = client.post(
+        "/scan/data-sources/access-control",
+        headers=admin.headers,
+        json={"data_source_id": sqlite_source["id"], "user_id": viewer.id, "role": "read"},
+    )
     assert grant.status_code == 201, grant.text
     resp = client.get(url(sqlite_source), headers=viewer.headers)
     assert resp.status_code == 200
     assert [s["id"] for s in resp.json()["data"]["schedules"]] == [schedule["id"]]
-    for method, target in (("POST", url(sqlite_source)),
-                           ("PUT", url(sqlite_source, schedule["id"])),
-                           ("DELETE", url(sqlite_source, schedule["id"]))):
-        resp = client.request(method, target, headers=viewer.headers,
-                              json={"cron_expression": "0 3 * * *"} if method != "DELETE" else None)
+    for method, target in (
+        ("POST", url(sqlite_source)),
+        ("PUT", url(sqlite_source, schedule["id"])),
+        ("DELETE", url(sqlite_source, schedule["id"])),
+    ):
+        resp = client.request(
+            method,
+            target,
+            headers=viewer.headers,
+            json={"cron_expression": "0 3 * * *"} if method != "DELETE" else None,
+        )
         assert resp.status_code == 403, resp.text
         assert "backup.schedule" in resp.json()["error"]["message"]

@@ -45,26 +45,42 @@ def _wait_files(paths: list[Path], procs: list[subprocess.Popen[str]], timeout: 
 
 def run_race(tmp_path: Path, database_url: str | None) -> None:
     env = _env(tmp_path / "data", database_url)
-    setup = subprocess.run([sys.executable, str(RACER), "setup", str(tmp_path)], env=env,
-                           capture_output=True, text=True, timeout=120)
+    setup = subprocess.run(
+        [sys.executable, str(RACER), "setup", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert setup.returncode == 0, setup.stderr[-3000:]
     ids = json.loads((tmp_path / "setup.json").read_text())
     url = database_url or f"sqlite:///{tmp_path / 'data' / 'sourcekeeper.db'}"
     engine = make_engine(url)
-    procs = [subprocess.Popen([sys.executable, str(RACER), "race", str(tmp_path), str(i),
-                               str(ROUNDS)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-             for i in range(PROCESSES)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(RACER), "race", str(tmp_path), str(i), str(ROUNDS)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(PROCESSES)
+    ]
     try:
         for r in range(ROUNDS):
             with engine.begin() as conn:
                 # the previous run finished, and the schedule is due again (typed statements:
                 # the timestamp must be stored exactly as the service stores it)
-                conn.execute(update(Backup).where(Backup.schedule_id == ids["schedule_id"])
-                             .values(status="completed"))
-                conn.execute(update(BackupSchedule)
-                             .where(BackupSchedule.id == ids["schedule_id"])
-                             .values(next_run=utcnow() - timedelta(seconds=5)))
+                conn.execute(
+                    update(Backup)
+                    .where(Backup.schedule_id == ids["schedule_id"])
+                    .values(status="completed")
+                )
+                conn.execute(
+                    update(BackupSchedule)
+                    .where(BackupSchedule.id == ids["schedule_id"])
+                    .values(next_run=utcnow() - timedelta(seconds=5))
+                )
             _wait_files([tmp_path / f"ready-{r}-{i}" for i in range(PROCESSES)], procs, 120)
             (tmp_path / f"go-{r}").touch()
             results = [tmp_path / f"result-{r}-{i}.json" for i in range(PROCESSES)]
@@ -75,15 +91,18 @@ def run_race(tmp_path: Path, database_url: str | None) -> None:
             _, err = proc.communicate(timeout=60)
             assert proc.returncode == 0, err[-3000:]
         with engine.connect() as conn:
-            backups = conn.execute(text(
-                "SELECT count(*) FROM backups WHERE schedule_id = :sid AND trigger = 'schedule'"),
-                {"sid": ids["schedule_id"]}).scalar_one()
-            fired = conn.execute(text(
-                "SELECT count(*) FROM audit_events WHERE action = 'backup_schedule.fired'"
-            )).scalar_one()
-            skipped = conn.execute(text(
-                "SELECT count(*) FROM audit_events WHERE action = 'backup_schedule.skipped'"
-            )).scalar_one()
+            backups = conn.execute(
+                text(
+                    "SELECT count(*) FROM backups WHERE schedule_id = :sid AND trigger = 'schedule'"
+                ),
+                {"sid": ids["schedule_id"]},
+            ).scalar_one()
+            fired = conn.execute(
+                text("SELECT count(*) FROM audit_events WHERE action = 'backup_schedule.fired'")
+            ).scalar_one()
+            skipped = conn.execute(
+                text("SELECT count(*) FROM audit_events WHERE action = 'backup_schedule.skipped'")
+            ).scalar_one()
         assert (backups, fired, skipped) == (ROUNDS, ROUNDS, 0)
     finally:
         for proc in procs:

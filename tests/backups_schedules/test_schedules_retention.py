@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from support import Caller
 
 from sourcekeeper.auditlog.models import AuditEvent
-from sourcekeeper.backups import schedules as schedules_service
+from sourcekeeper.backups import retention as retention_service
 from sourcekeeper.backups.models import Backup
 from sourcekeeper.backups.tasks import perform_backup
 from sourcekeeper.core.db import session_scope, utcnow
@@ -23,13 +23,13 @@ from sourcekeeper.storage.service import get_store
 
 def run_backup(client: TestClient, admin: Caller, source: dict[str, Any]) -> dict[str, Any]:
     """A real backup through the API, run to its end by the task code the worker runs."""
-    resp = client.post(f"/api/data-sources/{source['id']}/backups", headers=admin.headers,
-                       json={})
+    resp = client.post(f"/api/data-sources/{source['id']}/backups", headers=admin.headers, json={})
     assert resp.status_code == 202, resp.text
     backup_id = resp.json()["data"]["backup"]["id"]
     perform_backup(backup_id)
-    done = client.get(f"/api/data-sources/{source['id']}/backups/{backup_id}",
-                      headers=admin.headers).json()["data"]["backup"]
+    done = client.get(
+        f"/api/data-sources/{source['id']}/backups/{backup_id}", headers=admin.headers
+    ).json()["data"]["backup"]
     assert done["status"] == "completed", done
     return dict(done)
 
@@ -48,9 +48,12 @@ def retention(*sources: dict[str, Any], now: datetime | None = None) -> list[int
     """Run the retention step; return what it deleted of these sources' backups (other tests'
     leftovers in the shared database may go too, which is not this test's business)."""
     with session_scope() as db:
-        ours = set(db.scalars(select(Backup.id).where(
-            Backup.data_source_id.in_([s["id"] for s in sources]))))
-        deleted = schedules_service.apply_retention(db, now=now or utcnow())
+        ours = set(
+            db.scalars(
+                select(Backup.id).where(Backup.data_source_id.in_([s["id"] for s in sources]))
+            )
+        )
+        deleted = retention_service.apply_retention(db, now=now or utcnow())
     return sorted(i for i in deleted if i in ours)
 
 
@@ -64,8 +67,9 @@ def test_expired_backups_go_but_the_newest_completed_one_stays(
     for b in (old, middle, newest):
         set_row(b["id"], expires_at=past)
     # a failed backup, expired too, and newer than every completed one
-    failed = client.post(f"/api/data-sources/{sqlite_source['id']}/backups",
-                         headers=admin.headers, json={}).json()["data"]["backup"]
+    failed = client.post(
+        f"/api/data-sources/{sqlite_source['id']}/backups", headers=admin.headers, json={}
+    ).json()["data"]["backup"]
     set_row(failed["id"], status="failed", error_message="boom", expires_at=past)
 
     deleted = retention(sqlite_source)
@@ -76,15 +80,27 @@ def test_expired_backups_go_but_the_newest_completed_one_stays(
     # idempotent: the newest stays however often retention runs
     assert retention(sqlite_source) == []
     with session_scope() as db:
-        audited = {e.target: e for e in db.scalars(select(AuditEvent).where(
-            AuditEvent.action == "backup.expired",
-            AuditEvent.data_source_id == sqlite_source["id"]))}
-        deletions = {e.target for e in db.scalars(select(AuditEvent).where(
-            AuditEvent.action == "backup.deleted", AuditEvent.actor == "System",
-            AuditEvent.data_source_id == sqlite_source["id"]))}
+        audited = {
+            e.target: e
+            for e in db.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.action == "backup.expired",
+                    AuditEvent.data_source_id == sqlite_source["id"],
+                )
+            )
+        }
+        deletions = {
+            e.target
+            for e in db.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.action == "backup.deleted",
+                    AuditEvent.actor == "System",
+                    AuditEvent.data_source_id == sqlite_source["id"],
+                )
+            )
+        }
     assert set(audited) == {f"backup:{i}" for i in deleted} == deletions
-    assert all(e.actor == "System" and e.details["reason"] == "retention"
-               for e in audited.values())
+    assert all(e.actor == "System" and e.details["reason"] == "retention" for e in audited.values())
 
 
 def test_unexpired_and_running_backups_are_kept(
@@ -93,12 +109,16 @@ def test_unexpired_and_running_backups_are_kept(
     kept = run_backup(client, admin, sqlite_source)
     newest = run_backup(client, admin, sqlite_source)
     set_row(kept["id"], expires_at=utcnow() + timedelta(minutes=5))
-    running = client.post(f"/api/data-sources/{sqlite_source['id']}/backups",
-                          headers=admin.headers, json={}).json()["data"]["backup"]
+    running = client.post(
+        f"/api/data-sources/{sqlite_source['id']}/backups", headers=admin.headers, json={}
+    ).json()["data"]["backup"]
     set_row(running["id"], status="in_progress", expires_at=utcnow() - timedelta(days=1))
     assert retention(sqlite_source) == []
     assert existing([kept["id"], newest["id"], running["id"]]) == {
-        kept["id"], newest["id"], running["id"]}
+        kept["id"],
+        newest["id"],
+        running["id"],
+    }
     set_row(running["id"], status="cancelled")
     later = utcnow() + timedelta(minutes=10)
     assert retention(sqlite_source, now=later) == sorted([kept["id"], running["id"]])
@@ -110,9 +130,11 @@ def test_each_source_keeps_its_own_newest(
     path = sqlite_dir / f"other-{secrets.token_hex(4)}.db"
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE t (x)")
-    other = client.post("/api/data-sources", headers=admin.headers,
-                        json={"name": path.stem, "source_type": "sqlite",
-                              "database_name": str(path)}).json()["data"]["data_source"]
+    other = client.post(
+        "/api/data-sources",
+        headers=admin.headers,
+        json={"name": path.stem, "source_type": "sqlite", "database_name": str(path)},
+    ).json()["data"]["data_source"]
     a1, a2 = run_backup(client, admin, sqlite_source), run_backup(client, admin, sqlite_source)
     b1 = run_backup(client, admin, other)
     for b in (a1, a2, b1):

@@ -27,18 +27,23 @@ def only_this_tests_schedules(client: TestClient) -> None:
         db.execute(update(BackupSchedule).values(enabled=False))
 
 
-def make_schedule(client: TestClient, admin: Caller, source: dict[str, Any],
-                  cron: str = "0 2 * * *", **body: Any) -> int:
-    resp = client.post(f"/api/data-sources/{source['id']}/backup-schedules",
-                       headers=admin.headers, json={"cron_expression": cron, **body})
+def make_schedule(
+    client: TestClient, admin: Caller, source: dict[str, Any], cron: str = "0 2 * * *", **body: Any
+) -> int:
+    resp = client.post(
+        f"/api/data-sources/{source['id']}/backup-schedules",
+        headers=admin.headers,
+        json={"cron_expression": cron, **body},
+    )
     assert resp.status_code == 201, resp.text
     return int(resp.json()["data"]["schedule"]["id"])
 
 
 def set_due(schedule_id: int, due: datetime) -> None:
     with session_scope() as db:
-        db.execute(update(BackupSchedule).where(BackupSchedule.id == schedule_id)
-                   .values(next_run=due))
+        db.execute(
+            update(BackupSchedule).where(BackupSchedule.id == schedule_id).values(next_run=due)
+        )
 
 
 def fire(now: datetime) -> list[int]:
@@ -63,17 +68,30 @@ def backups_of(schedule_id: int) -> list[Backup]:
 
 def events(action: str, data_source_id: int) -> list[AuditEvent]:
     with session_scope() as db:
-        rows = list(db.scalars(select(AuditEvent).where(
-            AuditEvent.action == action, AuditEvent.data_source_id == data_source_id)))
+        rows = list(
+            db.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.action == action, AuditEvent.data_source_id == data_source_id
+                )
+            )
+        )
         db.expunge_all()
         return rows
 
 
 def notifications(event_type: str, data_source_id: int) -> int:
     with session_scope() as db:
-        return db.scalar(select(func.count()).select_from(Notification).where(
-            Notification.event_type == event_type,
-            Notification.data_source_id == data_source_id)) or 0
+        return (
+            db.scalar(
+                select(func.count())
+                .select_from(Notification)
+                .where(
+                    Notification.event_type == event_type,
+                    Notification.data_source_id == data_source_id,
+                )
+            )
+            or 0
+        )
 
 
 def test_the_tick_registers_the_backups_steps() -> None:
@@ -106,11 +124,13 @@ def test_a_due_schedule_starts_one_scheduled_backup(
     # the same tick again, or a second worker with the same clock, finds nothing due
     assert fire(now) == []
     assert len(backups_of(sid)) == 1
-    assert [e.details["backup_id"] for e in events("backup_schedule.fired",
-                                                   sqlite_source["id"])] == [backup.id]
+    assert [
+        e.details["backup_id"] for e in events("backup_schedule.fired", sqlite_source["id"])
+    ] == [backup.id]
     # the reply shows the linked backup's live status
-    listed = client.get(f"/api/data-sources/{sqlite_source['id']}/backup-schedules",
-                        headers=admin.headers).json()["data"]["schedules"]
+    listed = client.get(
+        f"/api/data-sources/{sqlite_source['id']}/backup-schedules", headers=admin.headers
+    ).json()["data"]["schedules"]
     assert listed[0]["last_backup_id"] == backup.id
     assert listed[0]["last_status"] == backup.status
     assert listed[0]["last_run"] == now.isoformat().replace("+00:00", "Z")
@@ -132,8 +152,11 @@ def test_backup_enabled_false_suppresses_firing_without_piling_up(
     client: TestClient, admin: Caller, sqlite_source: dict[str, Any]
 ) -> None:
     sid = make_schedule(client, admin, sqlite_source)
-    resp = client.put(f"/api/data-sources/{sqlite_source['id']}", headers=admin.headers,
-                      json={"backup_enabled": False})
+    resp = client.put(
+        f"/api/data-sources/{sqlite_source['id']}",
+        headers=admin.headers,
+        json={"backup_enabled": False},
+    )
     assert resp.status_code == 200
     now = datetime.now(UTC)
     set_due(sid, now - timedelta(seconds=30))
@@ -143,8 +166,11 @@ def test_backup_enabled_false_suppresses_firing_without_piling_up(
     assert row.next_run is not None and row.next_run > now  # moved on: no catch-up later
     assert row.last_run is None and row.last_status is None
     # backups back on: the next due time fires normally, with no "missed" note
-    client.put(f"/api/data-sources/{sqlite_source['id']}", headers=admin.headers,
-               json={"backup_enabled": True})
+    client.put(
+        f"/api/data-sources/{sqlite_source['id']}",
+        headers=admin.headers,
+        json={"backup_enabled": True},
+    )
     later = row.next_run + timedelta(seconds=5)
     assert fire(later) == [sid]
     assert len(backups_of(sid)) == 1
@@ -155,8 +181,9 @@ def test_a_backup_in_progress_makes_the_run_skipped_and_notified(
     client: TestClient, admin: Caller, sqlite_source: dict[str, Any]
 ) -> None:
     sid = make_schedule(client, admin, sqlite_source)
-    resp = client.post(f"/api/data-sources/{sqlite_source['id']}/backups", headers=admin.headers,
-                       json={})
+    resp = client.post(
+        f"/api/data-sources/{sqlite_source['id']}/backups", headers=admin.headers, json={}
+    )
     assert resp.status_code == 202, resp.text
     manual = resp.json()["data"]["backup"]
     assert manual["status"] in ("scheduled", "in_progress")
@@ -171,8 +198,9 @@ def test_a_backup_in_progress_makes_the_run_skipped_and_notified(
     assert row.next_run is not None and row.next_run > now
     assert len(events("backup_schedule.skipped", sqlite_source["id"])) == 1
     assert notifications("backup.schedule_skipped", sqlite_source["id"]) >= 1
-    listed = client.get(f"/api/data-sources/{sqlite_source['id']}/backup-schedules",
-                        headers=admin.headers).json()["data"]["schedules"]
+    listed = client.get(
+        f"/api/data-sources/{sqlite_source['id']}/backup-schedules", headers=admin.headers
+    ).json()["data"]["schedules"]
     assert listed[0]["last_status"] == "skipped"
 
 
@@ -245,10 +273,14 @@ def test_the_tick_keeps_last_status_in_step_with_the_backup(
     fire(now)
     [backup] = backups_of(sid)
     with session_scope() as db:  # what the worker does when the job ends
-        db.execute(update(Backup).where(Backup.id == backup.id).values(
-            status="failed", error_message="disk full", completed_at=now))
-    listed = client.get(f"/api/data-sources/{sqlite_source['id']}/backup-schedules",
-                        headers=admin.headers).json()["data"]["schedules"]
+        db.execute(
+            update(Backup)
+            .where(Backup.id == backup.id)
+            .values(status="failed", error_message="disk full", completed_at=now)
+        )
+    listed = client.get(
+        f"/api/data-sources/{sqlite_source['id']}/backup-schedules", headers=admin.headers
+    ).json()["data"]["schedules"]
     assert listed[0]["last_status"] == "failed"  # live, before any tick
     assert schedule_row(sid).last_status == backup.status
     fire(now + timedelta(seconds=1))

@@ -46,11 +46,13 @@ def setup(work: Path) -> None:
         admin = auth_service.find_user(db, "admin")
         assert admin is not None
         ds = datasources_service.create(
-            db, data=DataSourceCreate(name="race", source_type="sqlite", database_name=str(path)),
-            actor=admin)
+            db,
+            data=DataSourceCreate(name="race", source_type="sqlite", database_name=str(path)),
+            actor=admin,
+        )
         schedule = schedules_service.create(
-            db, data_source=ds, data=BackupScheduleCreate(cron_expression="* * * * *"),
-            actor="test")
+            db, data_source=ds, data=BackupScheduleCreate(cron_expression="* * * * *"), actor="test"
+        )
         result = {"schedule_id": schedule.id, "data_source_id": ds.id}
     (work / "setup.json").write_text(json.dumps(result))
 

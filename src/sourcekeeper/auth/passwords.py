@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
 _hasher = PasswordHash((Argon2Hasher(),))
-# Verified against when the user does not exist, so a wrong username costs as long as a wrong
-# password.
-_DUMMY_HASH = _hasher.hash("sourcekeeper-timing-equaliser")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so a wrong username costs as long as a wrong
+    password. Made on first use: hashing at import cost every worker a 64 MiB Argon2 spike."""
+    return _hasher.hash("sourcekeeper-timing-equaliser")
 
 
 def hash_password(password: str) -> str:
@@ -16,4 +22,4 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(password: str, password_hash: str | None) -> bool:
-    return _hasher.verify(password, password_hash or _DUMMY_HASH) and password_hash is not None
+    return _hasher.verify(password, password_hash or _dummy_hash()) and password_hash is not None

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from sourcekeeper.backups import retention
 from sourcekeeper.backups import schedules as schedules_service
 from sourcekeeper.jobs import tick
 
@@ -19,7 +20,7 @@ def fire_due_schedules(db: Session, now: datetime) -> None:
 
 
 def apply_retention(db: Session, now: datetime) -> None:
-    schedules_service.apply_retention(db, now=now)
+    retention.apply_retention(db, now=now)
 
 
 tick.register_step("backups.schedules", fire_due_schedules)

@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 from sourcekeeper.core.config import Settings, get_settings
 from sourcekeeper.storage.backends.base import ObjectStore, StoredObject, validate_key
 from sourcekeeper.storage.backends.local import LocalObjectStore
-from sourcekeeper.storage.backends.s3 import S3ObjectStore
 
 __all__ = [
     "ObjectStore",
@@ -30,6 +29,9 @@ def store_from_url(url: str, settings: Settings) -> ObjectStore:
     if scheme == "file":
         return LocalObjectStore.from_url(url)
     if scheme == "s3":
+        # Imported here: boto3 costs ~9 MB and start-up time in every process that never uses S3.
+        from sourcekeeper.storage.backends.s3 import S3ObjectStore
+
         return S3ObjectStore.from_url(url, settings)
     raise ValueError(
         f"unsupported storage URL scheme {scheme!r}: use file:///path or s3://bucket/prefix"
