@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 from pyrage import x25519
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sourcekeeper.auditlog import service as audit
@@ -27,6 +27,7 @@ from sourcekeeper.core.errors import AppError, NotCompleted, NotFound, TargetExi
 from sourcekeeper.datasources import service as datasources_service
 from sourcekeeper.datasources.connectors.base import Connector
 from sourcekeeper.datasources.models import DataSource
+from sourcekeeper.jobs import state as job_state
 from sourcekeeper.jobs.state import JobStatus
 from sourcekeeper.storage.service import get_store
 
@@ -146,16 +147,9 @@ def record_heartbeat(db: Session, *, plan: RestorePlan, counters: pipeline.Count
     progress = 0.0
     if plan.original_size:
         progress = min(99.0, round(counters.plain_bytes * 100 / plan.original_size, 1))
-    result = db.execute(
-        update(Restore)
-        .where(
-            Restore.id == plan.restore_id,
-            Restore.status == JobStatus.IN_PROGRESS,
-            Restore.cancel_requested.is_(False),
-        )
-        .values(heartbeat_at=utcnow(), bytes_processed=counters.plain_bytes, progress=progress)
+    return job_state.beat(
+        db, Restore, plan.restore_id, bytes_processed=counters.plain_bytes, progress=progress
     )
-    return getattr(result, "rowcount", 1) == 0
 
 
 def compare_counts(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sourcekeeper.backups import events, keys, pipeline
@@ -22,6 +22,7 @@ from sourcekeeper.core.errors import AppError
 from sourcekeeper.datasources import service as datasources_service
 from sourcekeeper.datasources.connectors.base import Connector
 from sourcekeeper.datasources.models import DataSource
+from sourcekeeper.jobs import state as job_state
 from sourcekeeper.jobs.state import JobStatus
 from sourcekeeper.storage.service import get_store
 
@@ -102,16 +103,9 @@ def record_heartbeat(db: Session, *, plan: BackupPlan, counters: pipeline.Counte
     progress = None
     if plan.estimated_size:
         progress = min(99.0, round(counters.plain_bytes * 100 / plan.estimated_size, 1))
-    result = db.execute(
-        update(Backup)
-        .where(
-            Backup.id == plan.backup_id,
-            Backup.status == JobStatus.IN_PROGRESS,
-            Backup.cancel_requested.is_(False),
-        )
-        .values(heartbeat_at=utcnow(), bytes_processed=counters.plain_bytes, progress=progress)
+    return job_state.beat(
+        db, Backup, plan.backup_id, bytes_processed=counters.plain_bytes, progress=progress
     )
-    return getattr(result, "rowcount", 1) == 0
 
 
 Tick = Callable[[pipeline.Counters], bool]

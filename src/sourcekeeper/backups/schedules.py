@@ -325,49 +325,33 @@ def _start_backup(
                 schedule_id=schedule.id,
             )
     except BackupInProgress as exc:
-        schedule.last_status, schedule.last_backup_id = SKIPPED, None
-        audit.record(
+        _note_refused(
             db,
-            actor=SYSTEM,
-            action="backup_schedule.skipped",
-            target=target,
-            data_source_id=data_source.id,
-            outcome="failure",
-            details={"due_at": _iso(due_at), "reason": exc.message},
-        )
-        _notify(
-            db,
+            schedule=schedule,
             data_source=data_source,
-            event="backup.schedule_skipped",
+            due_at=due_at,
+            status=SKIPPED,
+            reason=exc.message,
+            level="warning",
             title=f"Scheduled backup skipped: {data_source.name}",
             message=(
                 f"Schedule '{schedule.name}' was due at {_iso(due_at)} but a backup of "
                 f"'{data_source.name}' was already queued or running, so this run was "
                 "skipped."
             ),
-            schedule=schedule,
-            level="warning",
         )
         return None
     except AppError as exc:
-        schedule.last_status, schedule.last_backup_id = FAILED, None
-        audit.record(
+        _note_refused(
             db,
-            actor=SYSTEM,
-            action="backup_schedule.failed",
-            target=target,
-            data_source_id=data_source.id,
-            outcome="failure",
-            details={"due_at": _iso(due_at), "reason": exc.message},
-        )
-        _notify(
-            db,
+            schedule=schedule,
             data_source=data_source,
-            event="backup.schedule_failed",
+            due_at=due_at,
+            status=FAILED,
+            reason=exc.message,
+            level="error",
             title=f"Scheduled backup could not start: {data_source.name}",
             message=f"Schedule '{schedule.name}' (due {_iso(due_at)}): {exc.message}",
-            schedule=schedule,
-            level="error",
         )
         return None
     schedule.last_status, schedule.last_backup_id = backup.status, backup.id
@@ -380,6 +364,40 @@ def _start_backup(
         details={"due_at": _iso(due_at), "backup_id": backup.id},
     )
     return backup
+
+
+def _note_refused(
+    db: Session,
+    *,
+    schedule: BackupSchedule,
+    data_source: DataSource,
+    due_at: datetime,
+    status: str,
+    reason: str,
+    level: str,
+    title: str,
+    message: str,
+) -> None:
+    """A due run whose backup did not start: note it on the schedule, audit it and notify."""
+    schedule.last_status, schedule.last_backup_id = status, None
+    audit.record(
+        db,
+        actor=SYSTEM,
+        action=f"backup_schedule.{status}",
+        target=f"backup_schedule:{schedule.id}",
+        data_source_id=data_source.id,
+        outcome="failure",
+        details={"due_at": _iso(due_at), "reason": reason},
+    )
+    _notify(
+        db,
+        data_source=data_source,
+        event=f"backup.schedule_{status}",
+        title=title,
+        message=message,
+        schedule=schedule,
+        level=level,
+    )
 
 
 def _note_missed(

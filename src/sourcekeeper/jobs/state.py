@@ -7,8 +7,10 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import BigInteger, String, Text, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from sourcekeeper.core.db import utcnow
 
 
 class JobStatus(StrEnum):
@@ -33,3 +35,22 @@ class JobState:
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
     error_message: Mapped[str | None] = mapped_column(Text)
+
+
+def beat(
+    db: Session, model: type[JobState], job_id: int, *, bytes_processed: int, progress: float | None
+) -> bool:
+    """Store a running job's progress and heartbeat.
+
+    True when the job must stop: it was cancelled, or the reaper already failed it.
+    """
+    result = db.execute(
+        update(model)
+        .where(
+            model.id == job_id,  # type: ignore[attr-defined]
+            model.status == JobStatus.IN_PROGRESS,
+            model.cancel_requested.is_(False),
+        )
+        .values(heartbeat_at=utcnow(), bytes_processed=bytes_processed, progress=progress)
+    )
+    return getattr(result, "rowcount", 1) == 0
